@@ -1,0 +1,548 @@
+//! Configuration from the environment (and a `.env` file, loaded by `main`).
+//!
+//! Every variable is parsed and checked here, once, at start-up: a bad value stops the process with a
+//! [`ConfigError`] naming the variable, instead of surfacing as a strange failure on the first request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The code-hash key used when `CODE_HASH_SECRET` is unset outside production. It is public (it is in
+/// this file), so start-up logs a warning whenever it is in use.
+pub const DEVELOPMENT_CODE_HASH_SECRET: &str = "phone-verify-development-only-code-hash-secret";
+
+/// The largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsProviderKind {
+    Console,
+    TwilioVerify,
+    TwilioMessaging,
+}
+
+impl SmsProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Console => "console",
+            Self::TwilioVerify => "twilio-verify",
+            Self::TwilioMessaging => "twilio-messaging",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    pub verify_service_sid: Option<String>,
+    pub phone_number: Option<String>,
+    pub api_base_url: String,
+    pub verify_base_url: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"[redacted]")
+            .field("verify_service_sid", &self.verify_service_sid)
+            .field("phone_number", &self.phone_number)
+            .field("api_base_url", &self.api_base_url)
+            .field("verify_base_url", &self.verify_base_url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// Everything the service reads from its environment. `Debug` never prints a secret (`SecretString`
+/// redacts itself).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub bind_addr: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    pub sms_provider: SmsProviderKind,
+    pub twilio: Option<TwilioConfig>,
+    pub sms_template: String,
+    pub code_length: usize,
+    pub code_ttl: Duration,
+    pub max_verify_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub max_sends_per_hour: u32,
+    pub code_hash_secret: SecretString,
+    /// True when `code_hash_secret` is the public development default.
+    pub code_hash_secret_is_default: bool,
+    pub data_retention: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Reads variables from somewhere: the process environment in production, a map in tests (so tests
+/// never call the racy `std::env::set_var`).
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl Source for HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).map(|v| v.to_string())
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let vars = Vars(src);
+
+        let app_env = match vars.string("APP_ENV").as_deref() {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+        let production = app_env == AppEnv::Production;
+
+        let bind_addr = vars.parse(
+            "BIND_ADDR",
+            "0.0.0.0:8080",
+            "a socket address such as 0.0.0.0:8080",
+        )?;
+
+        let database_url = vars
+            .string("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/phone-verify.db".to_string());
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        let database_max_connections = vars.ranged("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)? as u32;
+        let database_acquire_timeout =
+            Duration::from_secs(vars.ranged("DATABASE_ACQUIRE_TIMEOUT_SECONDS", 3, 1, 300)?);
+
+        let twilio = twilio_config(&vars)?;
+        let sms_provider = match vars.string("SMS_PROVIDER").as_deref() {
+            None | Some("auto") => match &twilio {
+                Some(t) if t.verify_service_sid.is_some() => SmsProviderKind::TwilioVerify,
+                Some(t) if t.phone_number.is_some() => SmsProviderKind::TwilioMessaging,
+                _ => SmsProviderKind::Console,
+            },
+            Some("console") => SmsProviderKind::Console,
+            Some("twilio-verify") => SmsProviderKind::TwilioVerify,
+            Some("twilio-messaging") => SmsProviderKind::TwilioMessaging,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SMS_PROVIDER",
+                    format!(
+                        "expected auto, console, twilio-verify or twilio-messaging, got `{other}`"
+                    ),
+                ));
+            }
+        };
+        match sms_provider {
+            SmsProviderKind::Console => {}
+            SmsProviderKind::TwilioVerify | SmsProviderKind::TwilioMessaging => {
+                let Some(t) = &twilio else {
+                    let missing = if vars.string("TWILIO_ACCOUNT_SID").is_none() {
+                        "TWILIO_ACCOUNT_SID"
+                    } else {
+                        "TWILIO_AUTH_TOKEN"
+                    };
+                    return Err(ConfigError::new(
+                        missing,
+                        format!("required by SMS_PROVIDER={}", sms_provider.as_str()),
+                    ));
+                };
+                if sms_provider == SmsProviderKind::TwilioVerify && t.verify_service_sid.is_none() {
+                    return Err(ConfigError::new(
+                        "TWILIO_VERIFY_SERVICE_SID",
+                        "required by SMS_PROVIDER=twilio-verify",
+                    ));
+                }
+                if sms_provider == SmsProviderKind::TwilioMessaging && t.phone_number.is_none() {
+                    return Err(ConfigError::new(
+                        "TWILIO_PHONE_NUMBER",
+                        "required by SMS_PROVIDER=twilio-messaging",
+                    ));
+                }
+            }
+        }
+        if production && sms_provider == SmsProviderKind::Console {
+            return Err(ConfigError::new(
+                "SMS_PROVIDER",
+                "the console provider only logs codes; APP_ENV=production needs a Twilio provider",
+            ));
+        }
+
+        let sms_template = vars
+            .string("SMS_TEMPLATE")
+            .unwrap_or_else(|| "Your verification code is {code}".to_string());
+        if !sms_template.contains("{code}") {
+            return Err(ConfigError::new("SMS_TEMPLATE", "must contain `{code}`"));
+        }
+
+        let code_length = vars.ranged("CODE_LENGTH", 6, 4, 10)? as usize;
+        let code_ttl = Duration::from_secs(vars.ranged("CODE_TTL_SECONDS", 600, 1, 86_400)?);
+        let max_verify_attempts = vars.ranged("MAX_VERIFY_ATTEMPTS", 5, 1, 100)? as u32;
+        let resend_cooldown =
+            Duration::from_secs(vars.ranged("RESEND_COOLDOWN_SECONDS", 30, 0, 3_600)?);
+        let max_sends_per_hour = vars.ranged("MAX_SENDS_PER_HOUR", 5, 1, 1_000)? as u32;
+
+        let (code_hash_secret, code_hash_secret_is_default) = match vars.string("CODE_HASH_SECRET")
+        {
+            Some(s) if production && s.len() < 32 => {
+                return Err(ConfigError::new(
+                    "CODE_HASH_SECRET",
+                    "must be at least 32 bytes when APP_ENV=production",
+                ));
+            }
+            Some(s) => (SecretString::from(s), false),
+            None if production => {
+                return Err(ConfigError::new(
+                    "CODE_HASH_SECRET",
+                    "required when APP_ENV=production (at least 32 random bytes)",
+                ));
+            }
+            None => (SecretString::from(DEVELOPMENT_CODE_HASH_SECRET), true),
+        };
+
+        let data_retention =
+            Duration::from_secs(vars.ranged("DATA_RETENTION_HOURS", 24, 1, 24 * 365)? * 3_600);
+
+        let log_format = match vars.string("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("expected `pretty` or `json`, got `{other}`"),
+                ));
+            }
+        };
+
+        Ok(Config {
+            app_env,
+            bind_addr,
+            database_url,
+            database_max_connections,
+            database_acquire_timeout,
+            sms_provider,
+            twilio,
+            sms_template,
+            code_length,
+            code_ttl,
+            max_verify_attempts,
+            resend_cooldown,
+            max_sends_per_hour,
+            code_hash_secret,
+            code_hash_secret_is_default,
+            data_retention,
+            log_format,
+        })
+    }
+
+    /// The key codes are hashed under.
+    pub fn code_hash_key(&self) -> &[u8] {
+        self.code_hash_secret.expose_secret().as_bytes()
+    }
+}
+
+fn twilio_config(vars: &Vars<'_>) -> Result<Option<TwilioConfig>, ConfigError> {
+    let account_sid = vars.string("TWILIO_ACCOUNT_SID");
+    let auth_token = vars.string("TWILIO_AUTH_TOKEN");
+    let (account_sid, auth_token) = match (account_sid, auth_token) {
+        (Some(sid), Some(token)) => (sid, token),
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "TWILIO_AUTH_TOKEN",
+                "must be set together with TWILIO_ACCOUNT_SID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "TWILIO_ACCOUNT_SID",
+                "must be set together with TWILIO_AUTH_TOKEN",
+            ));
+        }
+    };
+    if !account_sid.starts_with("AC") {
+        return Err(ConfigError::new(
+            "TWILIO_ACCOUNT_SID",
+            "an Account SID starts with `AC`",
+        ));
+    }
+    let verify_service_sid = vars.string("TWILIO_VERIFY_SERVICE_SID");
+    if let Some(sid) = &verify_service_sid
+        && !sid.starts_with("VA")
+    {
+        return Err(ConfigError::new(
+            "TWILIO_VERIFY_SERVICE_SID",
+            "a Verify Service SID starts with `VA`",
+        ));
+    }
+    let phone_number = vars.string("TWILIO_PHONE_NUMBER");
+    if let Some(number) = &phone_number
+        && crate::domain::PhoneNumber::parse(number).is_err()
+        && !number.starts_with("MG")
+    {
+        return Err(ConfigError::new(
+            "TWILIO_PHONE_NUMBER",
+            "must be an E.164 number such as +15017122661 (or a Messaging Service SID, MG…)",
+        ));
+    }
+    Ok(Some(TwilioConfig {
+        account_sid,
+        auth_token: SecretString::from(auth_token),
+        verify_service_sid,
+        phone_number,
+        api_base_url: vars.url("TWILIO_API_BASE_URL", "https://api.twilio.com")?,
+        verify_base_url: vars.url("TWILIO_VERIFY_BASE_URL", "https://verify.twilio.com")?,
+        connect_timeout: Duration::from_millis(vars.ranged(
+            "TWILIO_CONNECT_TIMEOUT_MS",
+            3_000,
+            1,
+            60_000,
+        )?),
+        request_timeout: Duration::from_millis(vars.ranged(
+            "TWILIO_TIMEOUT_MS",
+            10_000,
+            1,
+            120_000,
+        )?),
+    }))
+}
+
+struct Vars<'a>(&'a dyn Source);
+
+impl Vars<'_> {
+    /// A variable's value; set-but-empty counts as unset, as `.env` files often hold `NAME=`.
+    fn string(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: &str,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        let raw = self.string(name).unwrap_or_else(|| default.to_string());
+        raw.parse()
+            .map_err(|_| ConfigError::new(name, format!("expected {expected}, got `{raw}`")))
+    }
+
+    fn ranged(
+        &self,
+        name: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(raw) = self.string(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(ConfigError::new(
+                name,
+                format!("expected a whole number from {min} to {max}, got `{raw}`"),
+            )),
+        }
+    }
+
+    fn url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        let raw = self.string(name).unwrap_or_else(|| default.to_string());
+        match reqwest::Url::parse(&raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                Ok(raw.trim_end_matches('/').to_string())
+            }
+            _ => Err(ConfigError::new(
+                name,
+                format!("expected an http(s) URL, got `{raw}`"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_source(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bind_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.database_url, "sqlite://data/phone-verify.db");
+        assert_eq!(c.sms_provider, SmsProviderKind::Console);
+        assert_eq!(c.code_length, 6);
+        assert_eq!(c.code_ttl, Duration::from_secs(600));
+        assert_eq!(c.max_verify_attempts, 5);
+        assert_eq!(c.resend_cooldown, Duration::from_secs(30));
+        assert_eq!(c.max_sends_per_hour, 5);
+        assert!(c.code_hash_secret_is_default);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("CODE_LENGTH", "3"),
+            ("CODE_LENGTH", "11"),
+            ("CODE_LENGTH", "six"),
+            ("BIND_ADDR", "localhost"),
+            ("DATABASE_URL", "mysql://x"),
+            ("LOG_FORMAT", "xml"),
+            ("APP_ENV", "prod"),
+            ("SMS_PROVIDER", "carrier-pigeon"),
+            ("SMS_TEMPLATE", "Your code"),
+            ("MAX_VERIFY_ATTEMPTS", "0"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_the_console_provider_and_a_missing_secret() {
+        let err = config(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(err.variable, "SMS_PROVIDER");
+
+        let twilio = [
+            ("APP_ENV", "production"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_PHONE_NUMBER", "+15017122661"),
+        ];
+        let err = config(&twilio).unwrap_err();
+        assert_eq!(err.variable, "CODE_HASH_SECRET");
+
+        let mut short = twilio.to_vec();
+        short.push(("CODE_HASH_SECRET", "short"));
+        assert_eq!(config(&short).unwrap_err().variable, "CODE_HASH_SECRET");
+
+        let mut ok = twilio.to_vec();
+        ok.push(("CODE_HASH_SECRET", "0123456789abcdef0123456789abcdef"));
+        let c = config(&ok).unwrap();
+        assert_eq!(c.sms_provider, SmsProviderKind::TwilioMessaging);
+    }
+
+    #[test]
+    fn auto_picks_verify_then_messaging_then_console() {
+        let base = [("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", "t")];
+        let mut verify = base.to_vec();
+        verify.push(("TWILIO_VERIFY_SERVICE_SID", "VA1"));
+        verify.push(("TWILIO_PHONE_NUMBER", "+15017122661"));
+        assert_eq!(
+            config(&verify).unwrap().sms_provider,
+            SmsProviderKind::TwilioVerify
+        );
+        let mut messaging = base.to_vec();
+        messaging.push(("TWILIO_PHONE_NUMBER", "+15017122661"));
+        assert_eq!(
+            config(&messaging).unwrap().sms_provider,
+            SmsProviderKind::TwilioMessaging
+        );
+        assert_eq!(
+            config(&base).unwrap().sms_provider,
+            SmsProviderKind::Console
+        );
+    }
+
+    #[test]
+    fn an_explicit_provider_without_credentials_names_the_missing_variable() {
+        let err = config(&[("SMS_PROVIDER", "twilio-messaging")]).unwrap_err();
+        assert_eq!(err.variable, "TWILIO_ACCOUNT_SID");
+        let err = config(&[
+            ("SMS_PROVIDER", "twilio-verify"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "TWILIO_VERIFY_SERVICE_SID");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = config(&[
+            ("CODE_HASH_SECRET", "super-secret-hash-key"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "super-secret-auth-token"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+    }
+}

@@ -1,0 +1,7 @@
+//! Domain types that can only hold valid values.
+
+mod phone_number;
+mod verification_code;
+
+pub use phone_number::{PhoneNumber, PhoneNumberError};
+pub use verification_code::{CodeHasher, VerificationCode, VerificationCodeError};

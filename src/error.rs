@@ -1,0 +1,89 @@
+//! The one error type every request can end in. `http::problem` turns it into
+//! `application/problem+json`; nothing else decides a status code or an error `code`.
+
+use std::time::Duration;
+
+use crate::sms::SmsError;
+use crate::storage::StorageError;
+
+/// Which per-hour cap a send ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendCap {
+    PhoneNumber,
+    ClientIp,
+    Country,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("The request body is not valid JSON.")]
+    MalformedJson,
+    #[error("Send the body as application/json.")]
+    UnsupportedMediaType,
+    #[error("The request body is larger than {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidPhoneNumber(String),
+    #[error("The code must be exactly {length} digits.")]
+    InvalidCodeFormat { length: usize },
+    #[error("Phone numbers from this country are not accepted.")]
+    CountryNotAllowed,
+    #[error("A valid bearer token is required.")]
+    Unauthorized,
+    #[error("The code is not correct.")]
+    InvalidCode { attempts_remaining: u32 },
+    #[error("There is no pending verification for this phone number.")]
+    VerificationNotFound,
+    #[error("The code has expired; request a new one.")]
+    CodeExpired,
+    #[error("Too many wrong codes; request a new code.")]
+    MaxAttemptsReached,
+    #[error("Wait {} seconds before requesting another code.", retry_after.as_secs())]
+    ResendTooSoon { retry_after: Duration },
+    #[error("Too many codes were requested; try again in {} seconds.", retry_after.as_secs())]
+    TooManySends { retry_after: Duration, cap: SendCap },
+    #[error("Too many requests; try again in {} seconds.", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    #[error("The SMS provider refused to send the message.")]
+    SmsRejected { provider_code: Option<i64> },
+    #[error("The SMS provider is unavailable; try again shortly.")]
+    SmsProviderUnavailable { retry_after: Duration },
+    #[error("The service cannot reach its database; try again shortly.")]
+    StorageUnavailable,
+    #[error("No such resource.")]
+    RouteNotFound,
+    #[error("This method is not allowed here.")]
+    MethodNotAllowed,
+    #[error("An internal error occurred.")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "database unavailable");
+                Error::StorageUnavailable
+            }
+            other => Error::Internal(other.into()),
+        }
+    }
+}
+
+impl From<SmsError> for Error {
+    fn from(e: SmsError) -> Self {
+        match e {
+            SmsError::InvalidNumber { .. } => Error::InvalidPhoneNumber(
+                "The SMS provider cannot deliver to this phone number.".into(),
+            ),
+            SmsError::Rejected { provider_code, .. } => Error::SmsRejected { provider_code },
+            SmsError::Unavailable { retry_after, .. } => Error::SmsProviderUnavailable {
+                retry_after: retry_after
+                    .unwrap_or(Duration::from_secs(5))
+                    .clamp(Duration::from_secs(1), Duration::from_secs(300)),
+            },
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `Error` → `application/problem+json` (RFC 9457): the only place that picks statuses and codes.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::Error;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub code: &'static str,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_remaining: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<i64>,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::MalformedJson => StatusCode::BAD_REQUEST,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::InvalidRequest(_)
+            | Error::InvalidPhoneNumber(_)
+            | Error::InvalidCodeFormat { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::CountryNotAllowed => StatusCode::FORBIDDEN,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::InvalidCode { .. } => StatusCode::BAD_REQUEST,
+            Error::VerificationNotFound | Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::CodeExpired => StatusCode::GONE,
+            Error::MaxAttemptsReached
+            | Error::ResendTooSoon { .. }
+            | Error::TooManySends { .. }
+            | Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SmsRejected { .. } => StatusCode::BAD_GATEWAY,
+            Error::SmsProviderUnavailable { .. } | Error::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code of API.md's error table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MalformedJson => "malformed_json",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidPhoneNumber(_) => "invalid_phone_number",
+            Error::InvalidCodeFormat { .. } => "invalid_code_format",
+            Error::CountryNotAllowed => "country_not_allowed",
+            Error::Unauthorized => "unauthorized",
+            Error::InvalidCode { .. } => "invalid_code",
+            Error::VerificationNotFound => "verification_not_found",
+            Error::CodeExpired => "code_expired",
+            Error::MaxAttemptsReached => "max_attempts_reached",
+            Error::ResendTooSoon { .. } => "resend_too_soon",
+            Error::TooManySends { .. } => "too_many_sends",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::SmsRejected { .. } => "sms_rejected",
+            Error::SmsProviderUnavailable { .. } => "sms_provider_unavailable",
+            Error::StorageUnavailable => "storage_unavailable",
+            Error::RouteNotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds after which a retry can succeed, for the `Retry-After` header.
+    fn retry_after_header(&self) -> Option<u64> {
+        match self {
+            Error::ResendTooSoon { retry_after }
+            | Error::TooManySends { retry_after, .. }
+            | Error::RateLimited { retry_after }
+            | Error::SmsProviderUnavailable { retry_after } => Some(retry_after.as_secs().max(1)),
+            Error::StorageUnavailable => Some(5),
+            _ => None,
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code: self.code(),
+            // An internal error's own message may hold details of our internals: never send it.
+            detail: self.to_string(),
+            retry_after: match self {
+                Error::ResendTooSoon { .. }
+                | Error::TooManySends { .. }
+                | Error::RateLimited { .. } => self.retry_after_header(),
+                _ => None,
+            },
+            attempts_remaining: match self {
+                Error::InvalidCode { attempts_remaining } => Some(*attempts_remaining),
+                _ => None,
+            },
+            provider_code: match self {
+                Error::SmsRejected { provider_code } => *provider_code,
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(e) = &self {
+            // Logged once, here, with its whole cause chain; the client gets a generic body.
+            tracing::error!(error.cause_chain = ?e, "request failed with an internal error");
+        }
+        let problem = self.to_problem();
+        let mut response = (
+            self.status(),
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            serde_json::to_vec(&problem).unwrap_or_default(),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_header() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

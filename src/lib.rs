@@ -1,0 +1,12 @@
+//! phone-verify: verifies phone numbers with SMS one-time codes.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod sms;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod verification;

@@ -1,0 +1,34 @@
+use std::process::ExitCode;
+
+use phone_verify::config::Config;
+use phone_verify::startup::Application;
+use phone_verify::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; the environment alone is a complete configuration.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("phone-verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format, std::io::stdout);
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "start-up failed");
+            eprintln!("phone-verify: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phone-verify: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Building and running the application: the seam tests use to start the real thing on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{AppEnv, Config};
+use crate::domain::{CodeHasher, PhoneNumber};
+use crate::http::{self, AppState};
+use crate::sms;
+use crate::storage::{self, Storage};
+use crate::verification::{Settings, Verifier};
+
+/// How often old rows are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+    purge_task: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        if config.code_hash_secret_is_default {
+            tracing::warn!(
+                "CODE_HASH_SECRET is not set: codes are hashed with a public development key. \
+                 Set it to 32+ random bytes before real use (APP_ENV=production requires it)."
+            );
+        }
+        let started = std::time::Instant::now();
+        PhoneNumber::warm_up();
+
+        let storage = storage::connect(
+            &config.database_url,
+            config.database_max_connections,
+            config.database_acquire_timeout,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at DATABASE_URL ({})",
+                redact_url(&config.database_url)
+            )
+        })?;
+
+        let sender = sms::from_config(&config)?;
+        tracing::info!(
+            provider = sender.name(),
+            storage = storage.backend(),
+            env = ?config.app_env,
+            "SMS provider selected"
+        );
+        if config.app_env == AppEnv::Development && sender.name() == "console" {
+            tracing::info!("console provider: codes are written to this log instead of being sent");
+        }
+
+        let verifier = Verifier::new(
+            storage.clone(),
+            sender,
+            clock.clone(),
+            CodeHasher::new(config.code_hash_key()),
+            Settings::from(&config),
+        );
+        let purge_task = spawn_purge(
+            storage.clone(),
+            clock,
+            config.data_retention.max(config.code_ttl),
+        );
+        let state = AppState {
+            config: Arc::new(config.clone()),
+            storage,
+            verifier,
+        };
+        let router = http::router(state);
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "listening");
+        Ok(Self {
+            listener,
+            router,
+            addr,
+            purge_task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let result = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        self.purge_task.abort();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+fn spawn_purge(
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match storage.purge(clock.now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged old verifications"),
+                Err(e) => tracing::warn!(error = %e, "purging old verifications failed"),
+            }
+        }
+    })
+}
+
+/// The URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,271 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES, Reservation, RowState, SendKind, SendOutcome,
+    Storage, StorageError, classify_refused_check, classify_refused_send,
+};
+use crate::domain::PhoneNumber;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStorage {
+    pool: PgPool,
+}
+
+// The cooldown and the hourly cap are conditions of the upsert's DO UPDATE ... WHERE: Postgres holds
+// the row lock while it evaluates them against the latest committed row, so two sends for one number
+// cannot both see "no recent send". $6 is now, $7 the end of the cooldown window, $8 the start of the
+// hourly window.
+const START_SEND: &str = r#"
+insert into verification as v
+    (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
+     send_times, created_at, updated_at)
+values ($1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz], $6, $6)
+on conflict (phone_number) do update set
+    verification_id = case when v.status = 'approved' then excluded.verification_id
+                           else v.verification_id end,
+    status = 'pending',
+    code_hash = excluded.code_hash,
+    attempts = 0,
+    expires_at = excluded.expires_at,
+    current_send_id = excluded.current_send_id,
+    send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+    approved_at = null,
+    updated_at = $6
+where not exists (select 1 from unnest(v.send_times) t where t > $7)
+  and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+returning verification_id
+"#;
+
+const RESEND: &str = r#"
+update verification v set
+    status = 'pending',
+    code_hash = $3,
+    attempts = 0,
+    expires_at = $4,
+    current_send_id = $5,
+    send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+    updated_at = $6
+where phone_number = $1
+  and status <> 'approved'
+  and not exists (select 1 from unnest(v.send_times) t where t > $7)
+  and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+returning verification_id
+"#;
+
+// Only the send that installed the current code may void it; its time leaves the window either way.
+const RELEASE_SEND: &str = r#"
+update verification set
+    status = case when current_send_id = $2 then 'failed' else status end,
+    code_hash = case when current_send_id = $2 then null else code_hash end,
+    send_times = array_remove(send_times, $3::timestamptz),
+    updated_at = $3
+where phone_number = $1
+"#;
+
+// Compares and counts in one statement: the WHERE admits only a pending, unexpired code with attempts
+// left, and the row lock makes concurrent checks take turns, so a code is approved once and wrong
+// attempts stop at the maximum.
+const CHECK_CODE: &str = r#"
+update verification set
+    attempts = attempts + case when code_hash = $2 then 0 else 1 end,
+    status = case when code_hash = $2 then 'approved' else status end,
+    approved_at = case when code_hash = $2 then $3 else approved_at end,
+    code_hash = case when code_hash = $2 then null else code_hash end,
+    updated_at = $3
+where phone_number = $1
+  and status = 'pending'
+  and code_hash is not null
+  and expires_at > $3
+  and attempts < $4
+returning verification_id, status = 'approved' as approved, attempts
+"#;
+
+const READ_STATE: &str = r#"
+select status, code_hash is not null as has_code, attempts, expires_at, send_times
+from verification where phone_number = $1
+"#;
+
+const PURGE: &str = r#"
+delete from verification where phone_number in (
+    select phone_number from verification where updated_at < $1 limit 10000
+)
+"#;
+
+impl PostgresStorage {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StorageError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StorageError::Setup(format!("DATABASE_URL: {e}")))?
+            .application_name("phone-verify");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn read_state(&self, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
+        let row: Option<(String, bool, i32, OffsetDateTime, Vec<OffsetDateTime>)> =
+            sqlx::query_as(READ_STATE)
+                .bind(phone.as_ref())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(
+            |(status, has_code, attempts, expires_at, send_times)| RowState {
+                status,
+                has_code,
+                attempts: attempts.max(0) as u32,
+                expires_at,
+                send_times,
+            },
+        ))
+    }
+
+    async fn reserve(&self, send: &NewSend<'_>) -> Result<SendOutcome, StorageError> {
+        let sql = match send.kind {
+            SendKind::Start => START_SEND,
+            SendKind::Resend => RESEND,
+        };
+        for _ in 0..RETRIES {
+            let id: Option<Uuid> = sqlx::query_scalar(sql)
+                .bind(send.phone.as_ref())
+                .bind(send.new_verification_id)
+                .bind(send.code_hash.as_deref())
+                .bind(send.expires_at)
+                .bind(send.send_id)
+                .bind(send.now)
+                .bind(send.now - send.cooldown)
+                .bind(send.now - HOUR)
+                .bind(i64::from(send.max_sends_per_hour))
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(verification_id) = id {
+                return Ok(SendOutcome::Reserved(Reservation {
+                    verification_id,
+                    send_id: send.send_id,
+                    sent_at: send.now,
+                }));
+            }
+            let state = self.read_state(send.phone).await?;
+            if let Some(outcome) = classify_refused_send(send, state.as_ref()) {
+                return Ok(outcome);
+            }
+        }
+        Err(StorageError::Setup(
+            "a send kept being refused without a reason; is the clock consistent?".into(),
+        ))
+    }
+
+    async fn check(&self, check: &CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
+        for _ in 0..RETRIES {
+            let row: Option<(Uuid, bool, i32)> = sqlx::query_as(CHECK_CODE)
+                .bind(check.phone.as_ref())
+                .bind(&check.code_hash)
+                .bind(check.now)
+                .bind(check.max_attempts as i32)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row {
+                Some((verification_id, true, _)) => {
+                    return Ok(CheckOutcome::Approved {
+                        verification_id,
+                        verified_at: check.now,
+                    });
+                }
+                Some((_, false, attempts)) => {
+                    return Ok(CheckOutcome::WrongCode {
+                        attempts_remaining: check.max_attempts.saturating_sub(attempts as u32),
+                    });
+                }
+                None => {
+                    let state = self.read_state(check.phone).await?;
+                    if let Some(outcome) = classify_refused_check(check, state.as_ref()) {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+        Err(StorageError::Setup(
+            "a check kept being refused without a reason; is the clock consistent?".into(),
+        ))
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn reserve_send<'a>(
+        &'a self,
+        send: NewSend<'a>,
+    ) -> BoxFuture<'a, Result<SendOutcome, StorageError>> {
+        async move { self.reserve(&send).await }.boxed()
+    }
+
+    fn release_send<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        reservation: &'a Reservation,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        async move {
+            sqlx::query(RELEASE_SEND)
+                .bind(phone.as_ref())
+                .bind(reservation.send_id)
+                .bind(reservation.sent_at)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn check_code<'a>(
+        &'a self,
+        check: CodeCheck<'a>,
+    ) -> BoxFuture<'a, Result<CheckOutcome, StorageError>> {
+        async move { self.check(&check).await }.boxed()
+    }
+
+    fn purge<'a>(&'a self, before: OffsetDateTime) -> BoxFuture<'a, Result<u64, StorageError>> {
+        async move {
+            let mut total = 0;
+            loop {
+                let n = sqlx::query(PURGE)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                total += n;
+                if n < 10_000 {
+                    return Ok(total);
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        async move {
+            sqlx::query("select 1").execute(&self.pool).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,199 @@
+//! The verification flow: send a code, check it. Handlers parse requests and call this; this calls
+//! storage and the SMS provider, in the order that keeps the limits and the "failed send leaves no
+//! usable code" rule true.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
+use crate::error::{Error, SendCap};
+use crate::sms::SmsSender;
+use crate::storage::{CheckOutcome, CodeCheck, NewSend, SendKind, SendOutcome, Storage};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub code_length: usize,
+    pub code_ttl: Duration,
+    pub max_verify_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub max_sends_per_hour: u32,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            code_length: c.code_length,
+            code_ttl: c.code_ttl,
+            max_verify_attempts: c.max_verify_attempts,
+            resend_cooldown: c.resend_cooldown,
+            max_sends_per_hour: c.max_sends_per_hour,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CodeSent {
+    pub verification_id: Uuid,
+    pub expires_at: OffsetDateTime,
+    pub expires_in: Duration,
+    pub resend_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub verification_id: Uuid,
+    pub verified_at: OffsetDateTime,
+}
+
+#[derive(Clone)]
+pub struct Verifier {
+    storage: Arc<dyn Storage>,
+    sms: Arc<dyn SmsSender>,
+    clock: Arc<dyn Clock>,
+    hasher: CodeHasher,
+    settings: Settings,
+}
+
+impl Verifier {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        sms: Arc<dyn SmsSender>,
+        clock: Arc<dyn Clock>,
+        hasher: CodeHasher,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            storage,
+            sms,
+            clock,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Times are kept to the millisecond, the precision both backends store.
+    fn now(&self) -> OffsetDateTime {
+        let now = self.clock.now();
+        now.replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+            .unwrap_or(now)
+    }
+
+    /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
+    /// and undo the reservation if the SMS fails.
+    pub async fn send_code(&self, phone: &PhoneNumber, kind: SendKind) -> Result<CodeSent, Error> {
+        let now = self.now();
+        let code = VerificationCode::generate(self.settings.code_length);
+        let expires_at = now + self.settings.code_ttl;
+        let outcome = self
+            .storage
+            .reserve_send(NewSend {
+                phone,
+                kind,
+                code_hash: Some(self.hasher.hash(phone, &code)),
+                now,
+                expires_at,
+                cooldown: self.settings.resend_cooldown,
+                max_sends_per_hour: self.settings.max_sends_per_hour,
+                new_verification_id: Uuid::new_v4(),
+                send_id: Uuid::new_v4(),
+            })
+            .await?;
+        let reservation = match outcome {
+            SendOutcome::Reserved(r) => r,
+            SendOutcome::TooSoon { retry_after } => {
+                tracing::info!(phone = %phone.masked(), "send refused: cooldown");
+                return Err(Error::ResendTooSoon { retry_after });
+            }
+            SendOutcome::HourlyCapReached { retry_after } => {
+                tracing::info!(phone = %phone.masked(), "send refused: hourly cap for the number");
+                return Err(Error::TooManySends {
+                    retry_after,
+                    cap: SendCap::PhoneNumber,
+                });
+            }
+            SendOutcome::NotFound => return Err(Error::VerificationNotFound),
+        };
+
+        // The SMS and the undo run in their own task: a client that hangs up mid-request must not
+        // leave a reservation that counts against the limits for a message that was never sent.
+        let this = self.clone();
+        let phone_owned = phone.clone();
+        let task_reservation = reservation.clone();
+        let sent = tokio::spawn(async move {
+            let result = this.sms.send_code(&phone_owned, &code).await;
+            if let Err(e) = &result {
+                tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
+                if let Err(release) = this
+                    .storage
+                    .release_send(&phone_owned, &task_reservation)
+                    .await
+                {
+                    tracing::error!(error = ?release, "could not release a failed send's reservation");
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))?;
+        sent?;
+
+        tracing::info!(
+            phone = %phone.masked(),
+            verification_id = %reservation.verification_id,
+            provider = self.sms.name(),
+            "verification code sent"
+        );
+        Ok(CodeSent {
+            verification_id: reservation.verification_id,
+            expires_at,
+            expires_in: self.settings.code_ttl,
+            resend_after: self.settings.resend_cooldown,
+        })
+    }
+
+    /// Checks a code typed by the user. The caller has parsed it already.
+    pub async fn verify(
+        &self,
+        phone: &PhoneNumber,
+        code: &VerificationCode,
+    ) -> Result<Verified, Error> {
+        let now = self.now();
+        let outcome = self
+            .storage
+            .check_code(CodeCheck {
+                phone,
+                code_hash: self.hasher.hash(phone, code),
+                now,
+                max_attempts: self.settings.max_verify_attempts,
+            })
+            .await?;
+        match outcome {
+            CheckOutcome::Approved {
+                verification_id,
+                verified_at,
+            } => {
+                tracing::info!(phone = %phone.masked(), %verification_id, "phone number verified");
+                Ok(Verified {
+                    verification_id,
+                    verified_at,
+                })
+            }
+            CheckOutcome::WrongCode { attempts_remaining } => {
+                tracing::info!(phone = %phone.masked(), attempts_remaining, "wrong code");
+                Err(Error::InvalidCode { attempts_remaining })
+            }
+            CheckOutcome::NotFound => Err(Error::VerificationNotFound),
+            CheckOutcome::Expired => Err(Error::CodeExpired),
+            CheckOutcome::MaxAttemptsReached => Err(Error::MaxAttemptsReached),
+        }
+    }
+}
