@@ -1,5 +1,7 @@
 //! Logging: `RUST_LOG` picks levels, `LOG_FORMAT` picks human or JSON lines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -14,8 +16,10 @@ where
 {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // Colour codes only for a person at a terminal: in files and pipes they break grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_writer(sink);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -1,0 +1,362 @@
+//! `spawn_app()`: the real application on a random port, a fresh database, and a fake Twilio.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phone_verify::clock::ShiftedClock;
+use phone_verify::config::Config;
+use phone_verify::startup::Application;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Admin connection used to create one database per test. Override with `TEST_DATABASE_URL`.
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub const TWILIO_SID: &str = "ACtest00000000000000000000000000";
+pub const TWILIO_TOKEN: &str = "test-auth-token-never-logged";
+pub const TWILIO_FROM: &str = "+15005550006";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that lives as long as the test: a fresh Postgres database or a temp SQLite file.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
+                let name = format!("pv_test_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "The Postgres tests need a server: could not connect to {admin_url} ({e}). \
+                         Start one (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
+                         or point TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
+                    )
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&pool)
+                    .await
+                    .expect("create the test database");
+                pool.close().await;
+                let url = match admin_url.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("TEST_DATABASE_URL must end in /<database>"),
+                };
+                Self { url, _dir: None }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/phone-verify.db", dir.path().display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub api: reqwest::Client,
+    pub twilio: MockServer,
+    pub clock: ShiftedClock,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Builder for one instance: extra variables, and the database and clock it shares with others.
+pub struct AppOptions<'a> {
+    pub vars: Vec<(&'a str, String)>,
+    pub clock: Option<ShiftedClock>,
+}
+
+impl<'a> AppOptions<'a> {
+    pub fn new() -> Self {
+        Self {
+            vars: Vec::new(),
+            clock: None,
+        }
+    }
+
+    pub fn var(mut self, name: &'a str, value: impl ToString) -> Self {
+        self.vars.push((name, value.to_string()));
+        self
+    }
+
+    pub fn clock(mut self, clock: ShiftedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+}
+
+/// Starts the app on a fresh database of the given backend.
+pub async fn spawn_app(backend: Backend) -> (TestApp, TestDatabase) {
+    spawn_app_with(backend, AppOptions::new()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: AppOptions<'_>) -> (TestApp, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let app = spawn_on(&db, options).await;
+    (app, db)
+}
+
+/// Starts one more instance on an existing database.
+pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
+    init_test_logging();
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/[^/]+/Messages\.json$"))
+        .respond_with(message_created())
+        .mount(&twilio)
+        .await;
+
+    let mut vars: HashMap<String, String> = [
+        ("BIND_ADDR", "127.0.0.1:0".to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("SMS_PROVIDER", "twilio-messaging".into()),
+        ("TWILIO_ACCOUNT_SID", TWILIO_SID.into()),
+        ("TWILIO_AUTH_TOKEN", TWILIO_TOKEN.into()),
+        ("TWILIO_PHONE_NUMBER", TWILIO_FROM.into()),
+        ("TWILIO_API_BASE_URL", twilio.uri()),
+        (
+            "CODE_HASH_SECRET",
+            "test-code-hash-secret-0123456789abcdef".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in options.vars {
+        vars.insert(k.to_string(), v);
+    }
+    let config = Config::from_source(&vars).expect("test configuration is valid");
+    let clock = options.clock.unwrap_or_default();
+    let app = Application::build_with_clock(config, Arc::new(clock.clone()))
+        .await
+        .expect("the application starts");
+    let address = format!("http://{}", app.local_addr());
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        api: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        twilio,
+        clock,
+
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+pub fn message_created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({
+        "sid": "SM00000000000000000000000000000001",
+        "status": "queued",
+        "to": "+12125551234",
+        "from": TWILIO_FROM,
+    }))
+}
+
+/// The answer an API test reads: status, headers and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn retry_after_header(&self) -> Option<u64> {
+        self.headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        assert_eq!(self.code(), code, "{:?}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json");
+        assert_eq!(self.body["status"], status);
+        assert_eq!(self.body["type"], "about:blank");
+        assert!(self.body["title"].is_string());
+        assert!(self.body["detail"].is_string());
+    }
+}
+
+impl TestApp {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let mut request = self.api.post(format!("{}{}", self.address, path));
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.body(body).send().await.expect("request sent");
+        Self::answer(response).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.post_raw(path, Some("application/json"), body.to_string())
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self
+            .api
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .expect("request sent");
+        Self::answer(response).await
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn send_code(&self, phone: &str) -> Answer {
+        self.post_json("/api/auth/phone/send-code", &json!({"phone_number": phone}))
+            .await
+    }
+
+    pub async fn resend_code(&self, phone: &str) -> Answer {
+        self.post_json(
+            "/api/auth/phone/resend-code",
+            &json!({"phone_number": phone}),
+        )
+        .await
+    }
+
+    pub async fn verify(&self, phone: &str, code: &str) -> Answer {
+        self.post_json(
+            "/api/auth/phone/verify",
+            &json!({"phone_number": phone, "code": code}),
+        )
+        .await
+    }
+
+    /// The form fields of every message the fake Twilio received, oldest first.
+    pub async fn sent_messages(&self) -> Vec<HashMap<String, String>> {
+        self.twilio
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().ends_with("/Messages.json"))
+            .map(|r| serde_urlencoded::from_bytes(&r.body).expect("form body"))
+            .collect()
+    }
+
+    /// The code in the last SMS the fake received for this E.164 number.
+    pub async fn last_code_for(&self, e164: &str) -> String {
+        let messages = self.sent_messages().await;
+        let message = messages
+            .iter()
+            .rev()
+            .find(|m| m.get("To").map(String::as_str) == Some(e164))
+            .unwrap_or_else(|| panic!("no SMS was sent to {e164}"));
+        message["Body"]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect()
+    }
+
+    /// Sends a code and returns it, asserting the send worked.
+    pub async fn send_and_read_code(&self, phone: &str) -> String {
+        let answer = self.send_code(phone).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        self.last_code_for(answer.body["phone_number"].as_str().unwrap())
+            .await
+    }
+
+    /// Stops accepting connections and waits for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+/// Tests are quiet unless `TEST_LOG=1`.
+fn init_test_logging() {
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1" || v == "true") {
+        phone_verify::telemetry::init(phone_verify::config::LogFormat::Pretty, std::io::stdout);
+    }
+}
+
+/// A code that differs from `code` in every digit.
+pub fn wrong_code(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + ((c as u8 - b'0' + 1) % 10)))
+        .collect()
+}
+
+/// Runs a test against both storage backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            }
+        )*
+    };
+}
