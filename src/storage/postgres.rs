@@ -92,10 +92,13 @@ select status, code_hash is not null as has_code, attempts, expires_at, send_tim
 from verification where phone_number = $1
 "#;
 
+// In batches, so a purge after a long pause does not hold a huge delete open. `= any(array(..))`
+// makes Postgres delete by primary key; an `in (subquery)` here was planned as a hash join over a
+// full scan of the table.
 const PURGE: &str = r#"
-delete from verification where phone_number in (
-    select phone_number from verification where updated_at < $1 limit 10000
-)
+delete from verification where phone_number = any(array(
+    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
+))
 "#;
 
 impl PostgresStorage {

@@ -97,7 +97,7 @@ from verification where phone_number = $1
 
 const PURGE: &str = r#"
 delete from verification where phone_number in (
-    select phone_number from verification where updated_at < $1 limit 10000
+    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
 )
 "#;
 

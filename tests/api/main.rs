@@ -8,4 +8,5 @@ mod instances;
 mod limits;
 mod requests;
 mod sms_failures;
+mod storage;
 mod verifications;

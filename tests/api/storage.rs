@@ -1,0 +1,103 @@
+//! Storage behaviour that HTTP alone does not reach: purging, and what a broken row does.
+
+use std::time::Duration;
+
+use phone_verify::domain::PhoneNumber;
+use phone_verify::storage::{self, NewSend, SendKind, SendOutcome};
+use time::OffsetDateTime;
+
+use crate::both_backends;
+use crate::helpers::{AppOptions, Backend, TestDatabase, spawn_on};
+
+both_backends!(purge_deletes_only_rows_older_than_the_cutoff);
+
+async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = storage::connect(&db.url, 2, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let old = PhoneNumber::parse("+12125551234").unwrap();
+    let recent = PhoneNumber::parse("+12125551235").unwrap();
+    for (phone, at) in [(&old, now - Duration::from_secs(25 * 3600)), (&recent, now)] {
+        let outcome = store
+            .reserve_send(NewSend {
+                phone,
+                kind: SendKind::Start,
+                code_hash: Some(vec![1; 32]),
+                now: at,
+                expires_at: at + Duration::from_secs(600),
+                cooldown: Duration::from_secs(30),
+                max_sends_per_hour: 5,
+                new_verification_id: uuid::Uuid::new_v4(),
+                send_id: uuid::Uuid::new_v4(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, SendOutcome::Reserved(_)), "{outcome:?}");
+    }
+
+    let purged = store
+        .purge(now - Duration::from_secs(24 * 3600))
+        .await
+        .unwrap();
+
+    assert_eq!(purged, 1);
+    // The recent row is still there: its cooldown still holds.
+    let again = store
+        .reserve_send(NewSend {
+            phone: &recent,
+            kind: SendKind::Resend,
+            code_hash: Some(vec![2; 32]),
+            now,
+            expires_at: now + Duration::from_secs(600),
+            cooldown: Duration::from_secs(30),
+            max_sends_per_hour: 5,
+            new_verification_id: uuid::Uuid::new_v4(),
+            send_id: uuid::Uuid::new_v4(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(again, SendOutcome::TooSoon { .. }), "{again:?}");
+    // The old one is gone: a resend finds nothing to renew.
+    let gone = store
+        .reserve_send(NewSend {
+            phone: &old,
+            kind: SendKind::Resend,
+            code_hash: Some(vec![3; 32]),
+            now,
+            expires_at: now + Duration::from_secs(600),
+            cooldown: Duration::from_secs(30),
+            max_sends_per_hour: 5,
+            new_verification_id: uuid::Uuid::new_v4(),
+            send_id: uuid::Uuid::new_v4(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, SendOutcome::NotFound);
+}
+
+/// A bug (here: a corrupted row) answers 500 internal_error with a generic body: no SQL, no
+/// driver message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_failure_is_500_without_details() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let app = spawn_on(&db, AppOptions::new()).await;
+    app.send_and_read_code("+12125551234").await;
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("update verification set send_times = 'not json'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let answer = app.send_code("+12125551234").await;
+
+    answer.assert_problem(500, "internal_error");
+    assert_eq!(answer.body["detail"], "An internal error occurred.");
+    let text = answer.body.to_string().to_lowercase();
+    assert!(
+        !text.contains("json") || !text.contains("malformed"),
+        "{text}"
+    );
+    assert!(!text.contains("sql"), "{text}");
+}
