@@ -111,6 +111,8 @@ pub struct Config {
     pub code_hash_secret_is_default: bool,
     pub data_retention: Duration,
     pub log_format: LogFormat,
+    /// Browser origins allowed to call the API (CORS); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Reads variables from somewhere: the process environment in production, a map in tests (so tests
@@ -281,7 +283,18 @@ impl Config {
             }
         };
 
+        let cors_allowed_origins = match vars.string("CORS_ALLOWED_ORIGINS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(parse_origin)
+                .collect::<Result<_, _>>()?,
+        };
+
         Ok(Config {
+            cors_allowed_origins,
             app_env,
             bind_addr,
             database_url,
@@ -372,6 +385,29 @@ fn twilio_config(vars: &Vars<'_>) -> Result<Option<TwilioConfig>, ConfigError> {
             120_000,
         )?),
     }))
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing more.
+fn parse_origin(raw: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            "CORS_ALLOWED_ORIGINS",
+            format!(
+                "`{raw}` is not an origin such as https://app.example.com or http://localhost:3000"
+            ),
+        )
+    };
+    let url = reqwest::Url::parse(raw).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || raw.ends_with('/')
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 struct Vars<'a>(&'a dyn Source);
@@ -532,6 +568,30 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.variable, "TWILIO_VERIFY_SERVICE_SID");
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        let c = config(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com, http://localhost:3000",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert!(config(&[]).unwrap().cors_allowed_origins.is_empty());
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/",
+            "https://x.com/path",
+            "ftp://x.com",
+        ] {
+            let err = config(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS", "{bad}");
+        }
     }
 
     #[test]

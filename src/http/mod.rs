@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::http::{HeaderName, HeaderValue, Request, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -29,7 +31,24 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Browsers may call from the configured origins only; with none configured, no CORS headers are
+/// sent and browsers block cross-origin calls.
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, REQUEST_ID])
+        .expose_headers([header::RETRY_AFTER, REQUEST_ID])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config);
     // Verification answers must never be cached by a browser or a proxy.
     let api = verifications::router().layer(SetResponseHeaderLayer::overriding(
         header::CACHE_CONTROL,
@@ -61,6 +80,7 @@ pub fn router(state: AppState) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)

@@ -7,6 +7,7 @@ mod health;
 mod instances;
 mod limits;
 mod requests;
+mod security;
 mod sms_failures;
 mod storage;
 mod verifications;
