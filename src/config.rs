@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::{PhoneNumber, VerificationCode};
+
 /// The code-hash key used when `CODE_HASH_SECRET` is unset outside production. It is public (it is in
 /// this file), so start-up logs a warning whenever it is in use.
 pub const DEVELOPMENT_CODE_HASH_SECRET: &str = "phone-verify-development-only-code-hash-secret";
@@ -72,6 +74,11 @@ pub struct TwilioConfig {
     pub verify_base_url: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Extra tries after a connection failure or a 429/503 answer (never after a request that may
+    /// have sent an SMS).
+    pub max_retries: u32,
+    /// First backoff delay; each retry doubles it, with full jitter.
+    pub retry_base: Duration,
 }
 
 impl fmt::Debug for TwilioConfig {
@@ -85,6 +92,8 @@ impl fmt::Debug for TwilioConfig {
             .field("verify_base_url", &self.verify_base_url)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_base", &self.retry_base)
             .finish()
     }
 }
@@ -113,6 +122,22 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Browser origins allowed to call the API (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
+    /// Numbers with fixed codes: nothing is sent to them.
+    pub test_phone_numbers: Vec<(PhoneNumber, String)>,
+    /// Enables `POST /api/sms/send`.
+    pub internal_api_token: Option<SecretString>,
+    /// Signs the token in verify answers.
+    pub verification_token_secret: Option<SecretString>,
+    pub verification_token_ttl: Duration,
+    pub trust_proxy_headers: bool,
+    /// Per-IP request rate on `/api/` (0: off).
+    pub rate_limit_per_ip_per_minute: u32,
+    /// 0: off.
+    pub max_sends_per_ip_per_hour: u32,
+    /// 0: off.
+    pub max_sends_per_country_per_hour: u32,
+    /// ISO 3166 alpha-2 codes; `None` allows every country.
+    pub allowed_countries: Option<Vec<String>>,
 }
 
 /// Reads variables from somewhere: the process environment in production, a map in tests (so tests
@@ -293,7 +318,77 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let test_phone_numbers = match vars.string("TEST_PHONE_NUMBERS") {
+            None => Vec::new(),
+            Some(list) => parse_test_numbers(&list, code_length)?,
+        };
+        if production
+            && !test_phone_numbers.is_empty()
+            && !vars.boolean("ALLOW_TEST_NUMBERS_IN_PRODUCTION")?
+        {
+            return Err(ConfigError::new(
+                "TEST_PHONE_NUMBERS",
+                "refused when APP_ENV=production (set ALLOW_TEST_NUMBERS_IN_PRODUCTION=true if you mean it)",
+            ));
+        }
+
+        let internal_api_token = vars.string("INTERNAL_API_TOKEN");
+        if let Some(token) = &internal_api_token
+            && token.len() < 16
+        {
+            return Err(ConfigError::new(
+                "INTERNAL_API_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        if internal_api_token.is_some()
+            && sms_provider == SmsProviderKind::TwilioVerify
+            && twilio.as_ref().is_some_and(|t| t.phone_number.is_none())
+        {
+            return Err(ConfigError::new(
+                "INTERNAL_API_TOKEN",
+                "custom messages go through the Messaging API: set TWILIO_PHONE_NUMBER too",
+            ));
+        }
+
+        let verification_token_secret = vars.string("VERIFICATION_TOKEN_SECRET");
+        if let Some(secret) = &verification_token_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError::new(
+                "VERIFICATION_TOKEN_SECRET",
+                "must be at least 32 bytes (HS256 key)",
+            ));
+        }
+        let verification_token_ttl = Duration::from_secs(vars.ranged(
+            "VERIFICATION_TOKEN_TTL_SECONDS",
+            900,
+            1,
+            86_400 * 30,
+        )?);
+
+        let trust_proxy_headers = vars.boolean("TRUST_PROXY_HEADERS")?;
+        let rate_limit_per_ip_per_minute =
+            vars.ranged("RATE_LIMIT_PER_IP_PER_MINUTE", 20, 0, 1_000_000)? as u32;
+        let max_sends_per_ip_per_hour =
+            vars.ranged("MAX_SENDS_PER_IP_PER_HOUR", 20, 0, 1_000_000)? as u32;
+        let max_sends_per_country_per_hour =
+            vars.ranged("MAX_SENDS_PER_COUNTRY_PER_HOUR", 1_000, 0, 100_000_000)? as u32;
+        let allowed_countries = match vars.string("ALLOWED_COUNTRIES") {
+            None => None,
+            Some(list) => Some(parse_countries(&list)?),
+        };
+
         Ok(Config {
+            test_phone_numbers,
+            internal_api_token: internal_api_token.map(SecretString::from),
+            verification_token_secret: verification_token_secret.map(SecretString::from),
+            verification_token_ttl,
+            trust_proxy_headers,
+            rate_limit_per_ip_per_minute,
+            max_sends_per_ip_per_hour,
+            max_sends_per_country_per_hour,
+            allowed_countries,
             cors_allowed_origins,
             app_env,
             bind_addr,
@@ -357,7 +452,7 @@ fn twilio_config(vars: &Vars<'_>) -> Result<Option<TwilioConfig>, ConfigError> {
     }
     let phone_number = vars.string("TWILIO_PHONE_NUMBER");
     if let Some(number) = &phone_number
-        && crate::domain::PhoneNumber::parse(number).is_err()
+        && PhoneNumber::parse(number).is_err()
         && !number.starts_with("MG")
     {
         return Err(ConfigError::new(
@@ -384,7 +479,58 @@ fn twilio_config(vars: &Vars<'_>) -> Result<Option<TwilioConfig>, ConfigError> {
             1,
             120_000,
         )?),
+        max_retries: vars.ranged("TWILIO_MAX_RETRIES", 2, 0, 10)? as u32,
+        retry_base: Duration::from_millis(vars.ranged("TWILIO_RETRY_BASE_MS", 250, 1, 60_000)?),
     }))
+}
+
+/// `+15005550006=123456,+15005550007=654321`
+fn parse_test_numbers(
+    list: &str,
+    code_length: usize,
+) -> Result<Vec<(PhoneNumber, String)>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let bad =
+                |why: &str| ConfigError::new("TEST_PHONE_NUMBERS", format!("`{entry}`: {why}"));
+            let (number, code) = entry
+                .split_once('=')
+                .ok_or_else(|| bad("expected +NUMBER=CODE"))?;
+            let number = PhoneNumber::parse(number.trim()).map_err(|e| bad(&e.to_string()))?;
+            let code = code.trim();
+            VerificationCode::parse(code, code_length).map_err(|_| {
+                bad(&format!(
+                    "the code must be {code_length} digits (CODE_LENGTH)"
+                ))
+            })?;
+            Ok((number, code.to_string()))
+        })
+        .collect()
+}
+
+fn parse_countries(list: &str) -> Result<Vec<String>, ConfigError> {
+    let countries: Vec<String> = list
+        .split(',')
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    for c in &countries {
+        if c.parse::<phonenumber::country::Id>().is_err() {
+            return Err(ConfigError::new(
+                "ALLOWED_COUNTRIES",
+                format!("`{c}` is not an ISO 3166 alpha-2 country code"),
+            ));
+        }
+    }
+    if countries.is_empty() {
+        return Err(ConfigError::new(
+            "ALLOWED_COUNTRIES",
+            "lists no country; leave it unset to allow all",
+        ));
+    }
+    Ok(countries)
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing more.
@@ -430,6 +576,18 @@ impl Vars<'_> {
         let raw = self.string(name).unwrap_or_else(|| default.to_string());
         raw.parse()
             .map_err(|_| ConfigError::new(name, format!("expected {expected}, got `{raw}`")))
+    }
+
+    fn boolean(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.string(name).as_deref() {
+            None => Ok(false),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("expected true or false, got `{other}`"),
+            )),
+        }
     }
 
     fn ranged(

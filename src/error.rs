@@ -12,6 +12,8 @@ pub enum SendCap {
     PhoneNumber,
     ClientIp,
     Country,
+    /// The SMS provider's own per-number limit (Twilio Verify 60203).
+    Provider,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,11 @@ impl From<SmsError> for Error {
                 "The SMS provider cannot deliver to this phone number.".into(),
             ),
             SmsError::Rejected { provider_code, .. } => Error::SmsRejected { provider_code },
+            SmsError::TooManySends { retry_after, .. } => Error::TooManySends {
+                // Twilio Verify's window is ten minutes when it does not say.
+                retry_after: retry_after.unwrap_or(Duration::from_secs(600)),
+                cap: SendCap::Provider,
+            },
             SmsError::Unavailable { retry_after, .. } => Error::SmsProviderUnavailable {
                 retry_after: retry_after
                     .unwrap_or(Duration::from_secs(5))

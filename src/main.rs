@@ -1,11 +1,14 @@
 use std::process::ExitCode;
 
+use clap::Parser;
+use phone_verify::cli::{self, Cli, Command};
 use phone_verify::config::Config;
 use phone_verify::startup::Application;
 use phone_verify::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     // A missing .env is normal; the environment alone is a complete configuration.
     let _ = dotenvy::dotenv();
     let config = match Config::from_env() {
@@ -15,6 +18,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {}
+        Command::Healthcheck => return ExitCode::from(cli::healthcheck(&config).await),
+        Command::SendTest { phone_number } => {
+            telemetry::init(config.log_format, std::io::stderr);
+            return ExitCode::from(cli::send_test(&config, &phone_number).await);
+        }
+    }
     telemetry::init(config.log_format, std::io::stdout);
     let app = match Application::build(config).await {
         Ok(app) => app,

@@ -55,7 +55,8 @@ impl Application {
             )
         })?;
 
-        let sender = sms::from_config(&config)?;
+        let providers = sms::from_config(&config)?;
+        let sender = providers.codes.clone();
         tracing::info!(
             provider = sender.name(),
             storage = storage.backend(),
@@ -82,6 +83,7 @@ impl Application {
             config: Arc::new(config.clone()),
             storage,
             verifier,
+            messages: providers.messages,
         };
         let router = http::router(state);
         let listener = TcpListener::bind(config.bind_addr)

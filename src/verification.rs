@@ -2,6 +2,7 @@
 //! storage and the SMS provider, in the order that keeps the limits and the "failed send leaves no
 //! usable code" rule true.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::{Error, SendCap};
-use crate::sms::SmsSender;
-use crate::storage::{CheckOutcome, CodeCheck, NewSend, SendKind, SendOutcome, Storage};
+use crate::sms::{ProviderVerdict, SmsSender};
+use crate::storage::{
+    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, NewSend, SendKind, SendOutcome, Storage,
+};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -22,6 +25,9 @@ pub struct Settings {
     pub max_verify_attempts: u32,
     pub resend_cooldown: Duration,
     pub max_sends_per_hour: u32,
+    /// E.164 number → fixed code; no SMS goes to these numbers.
+    pub test_numbers: HashMap<String, String>,
+    pub allowed_countries: Option<Vec<String>>,
 }
 
 impl From<&Config> for Settings {
@@ -32,6 +38,12 @@ impl From<&Config> for Settings {
             max_verify_attempts: c.max_verify_attempts,
             resend_cooldown: c.resend_cooldown,
             max_sends_per_hour: c.max_sends_per_hour,
+            test_numbers: c
+                .test_phone_numbers
+                .iter()
+                .map(|(n, code)| (n.to_string(), code.clone()))
+                .collect(),
+            allowed_countries: c.allowed_countries.clone(),
         }
     }
 }
@@ -89,16 +101,49 @@ impl Verifier {
 
     /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
     /// and undo the reservation if the SMS fails.
+    /// Refuses numbers outside `ALLOWED_COUNTRIES`.
+    pub fn check_country(&self, phone: &PhoneNumber) -> Result<(), Error> {
+        match &self.settings.allowed_countries {
+            Some(allowed)
+                if !phone
+                    .region()
+                    .is_some_and(|r| allowed.iter().any(|a| a == r)) =>
+            {
+                tracing::info!(phone = %phone.masked(), region = phone.region().unwrap_or("?"), "number outside ALLOWED_COUNTRIES");
+                Err(Error::CountryNotAllowed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.sms.name()
+    }
+
+    /// The fixed code of a test number, if `phone` is one.
+    fn test_code(&self, phone: &PhoneNumber) -> Option<VerificationCode> {
+        let code = self.settings.test_numbers.get(phone.as_ref())?;
+        VerificationCode::parse(code, self.settings.code_length).ok()
+    }
+
+    /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
+    /// and undo the reservation if the SMS fails.
     pub async fn send_code(&self, phone: &PhoneNumber, kind: SendKind) -> Result<CodeSent, Error> {
         let now = self.now();
-        let code = VerificationCode::generate(self.settings.code_length);
+        let test_code = self.test_code(phone);
+        // Our own code, unless the provider makes it (Twilio Verify); test numbers always use ours.
+        let code = match &test_code {
+            Some(code) => Some(code.clone()),
+            None if self.sms.checks_codes() => None,
+            None => Some(VerificationCode::generate(self.settings.code_length)),
+        };
         let expires_at = now + self.settings.code_ttl;
         let outcome = self
             .storage
             .reserve_send(NewSend {
                 phone,
                 kind,
-                code_hash: Some(self.hasher.hash(phone, &code)),
+                code_hash: code.as_ref().map(|c| self.hasher.hash(phone, c)),
                 now,
                 expires_at,
                 cooldown: self.settings.resend_cooldown,
@@ -123,28 +168,31 @@ impl Verifier {
             SendOutcome::NotFound => return Err(Error::VerificationNotFound),
         };
 
-        // The SMS and the undo run in their own task: a client that hangs up mid-request must not
-        // leave a reservation that counts against the limits for a message that was never sent.
-        let this = self.clone();
-        let phone_owned = phone.clone();
-        let task_reservation = reservation.clone();
-        let sent = tokio::spawn(async move {
-            let result = this.sms.send_code(&phone_owned, &code).await;
-            if let Err(e) = &result {
-                tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
-                if let Err(release) = this
-                    .storage
-                    .release_send(&phone_owned, &task_reservation)
-                    .await
-                {
-                    tracing::error!(error = ?release, "could not release a failed send's reservation");
+        if test_code.is_some() {
+            tracing::info!(phone = %phone.masked(), "test number: fixed code, no SMS sent");
+        } else {
+            // The SMS and the undo run in their own task: a client that hangs up mid-request must
+            // not leave a reservation that counts against the limits for a message never sent.
+            let this = self.clone();
+            let phone_owned = phone.clone();
+            let task_reservation = reservation.clone();
+            tokio::spawn(async move {
+                let result = this.sms.send_code(&phone_owned, code.as_ref()).await;
+                if let Err(e) = &result {
+                    tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
+                    if let Err(release) = this
+                        .storage
+                        .release_send(&phone_owned, &task_reservation)
+                        .await
+                    {
+                        tracing::error!(error = ?release, "could not release a failed send's reservation");
+                    }
                 }
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))?;
-        sent?;
+                result
+            })
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))??;
+        }
 
         tracing::info!(
             phone = %phone.masked(),
@@ -166,6 +214,9 @@ impl Verifier {
         phone: &PhoneNumber,
         code: &VerificationCode,
     ) -> Result<Verified, Error> {
+        if self.sms.checks_codes() && self.test_code(phone).is_none() {
+            return self.verify_with_provider(phone, code).await;
+        }
         let now = self.now();
         let outcome = self
             .storage
@@ -194,6 +245,76 @@ impl Verifier {
             CheckOutcome::NotFound => Err(Error::VerificationNotFound),
             CheckOutcome::Expired => Err(Error::CodeExpired),
             CheckOutcome::MaxAttemptsReached => Err(Error::MaxAttemptsReached),
+        }
+    }
+
+    /// Twilio Verify keeps the code: take an attempt here (so our limits hold whatever Twilio's
+    /// settings), ask Twilio, then record its answer. Runs in its own task so that a client hanging
+    /// up cannot leave an attempt half-recorded.
+    async fn verify_with_provider(
+        &self,
+        phone: &PhoneNumber,
+        code: &VerificationCode,
+    ) -> Result<Verified, Error> {
+        let this = self.clone();
+        let phone = phone.clone();
+        let code = code.clone();
+        tokio::spawn(async move { this.provider_check(&phone, &code).await })
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("verification task failed: {e}")))?
+    }
+
+    async fn provider_check(
+        &self,
+        phone: &PhoneNumber,
+        code: &VerificationCode,
+    ) -> Result<Verified, Error> {
+        let max = self.settings.max_verify_attempts;
+        let now = self.now();
+        let (verification_id, attempts_remaining) =
+            match self.storage.take_attempt(phone, now, max).await? {
+                AttemptOutcome::Taken {
+                    verification_id,
+                    attempts_remaining,
+                } => (verification_id, attempts_remaining),
+                AttemptOutcome::Refused(CheckOutcome::Expired) => return Err(Error::CodeExpired),
+                AttemptOutcome::Refused(CheckOutcome::MaxAttemptsReached) => {
+                    return Err(Error::MaxAttemptsReached);
+                }
+                AttemptOutcome::Refused(_) => return Err(Error::VerificationNotFound),
+            };
+        let verdict = self.sms.check_code(phone, code).await;
+        let finish = |result| {
+            self.storage
+                .finish_attempt(phone, verification_id, result, self.now(), max)
+        };
+        match verdict {
+            Ok(ProviderVerdict::Approved) => {
+                if !finish(AttemptResult::Approved).await? {
+                    return Err(Error::VerificationNotFound);
+                }
+                tracing::info!(phone = %phone.masked(), %verification_id, "phone number verified (Twilio Verify)");
+                Ok(Verified {
+                    verification_id,
+                    verified_at: self.now(),
+                })
+            }
+            Ok(ProviderVerdict::WrongCode) => {
+                tracing::info!(phone = %phone.masked(), attempts_remaining, "wrong code");
+                Err(Error::InvalidCode { attempts_remaining })
+            }
+            Ok(ProviderVerdict::NotFound) => {
+                finish(AttemptResult::Refund).await?;
+                Err(Error::VerificationNotFound)
+            }
+            Ok(ProviderVerdict::MaxAttemptsReached) => {
+                finish(AttemptResult::Exhausted).await?;
+                Err(Error::MaxAttemptsReached)
+            }
+            Err(e) => {
+                finish(AttemptResult::Refund).await?;
+                Err(e.into())
+            }
         }
     }
 }

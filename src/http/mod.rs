@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod health;
+pub mod internal;
 pub mod problem;
 pub mod verifications;
 
@@ -19,6 +20,7 @@ use tracing::Level;
 
 use crate::config::{Config, MAX_BODY_BYTES};
 use crate::error::Error;
+use crate::sms::SmsSender;
 use crate::storage::Storage;
 use crate::verification::Verifier;
 
@@ -27,6 +29,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<dyn Storage>,
     pub verifier: Verifier,
+    /// Sender for free-text messages (`POST /api/sms/send`).
+    pub messages: Option<Arc<dyn SmsSender>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,7 +54,11 @@ fn cors(config: &Config) -> CorsLayer {
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config);
     // Verification answers must never be cached by a browser or a proxy.
-    let api = verifications::router().layer(SetResponseHeaderLayer::overriding(
+    let mut api = verifications::router();
+    if state.config.internal_api_token.is_some() {
+        api = api.merge(internal::router());
+    }
+    let api = api.layer(SetResponseHeaderLayer::overriding(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     ));

@@ -101,6 +101,7 @@ async fn send(
     kind: SendKind,
 ) -> Result<AppJson<SendCodeResponse>, Error> {
     let phone = parse_phone(&body.phone_number)?;
+    state.verifier.check_country(&phone)?;
     let sent = state.verifier.send_code(&phone, kind).await?;
     Ok(AppJson(SendCodeResponse {
         status: "pending".into(),

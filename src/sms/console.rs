@@ -1,7 +1,7 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::{SentMessage, SmsError, SmsSender, render_template};
+use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
 use crate::domain::{PhoneNumber, VerificationCode};
 
 /// Development provider: writes the message to the log instead of sending it, so a developer can copy
@@ -25,15 +25,28 @@ impl SmsSender for ConsoleSender {
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: &'a VerificationCode,
+        code: Option<&'a VerificationCode>,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
+            let code = code.ok_or_else(missing_code)?;
             tracing::info!(
                 to = %to.masked(),
                 code = code.expose(),
                 body = %render_template(&self.template, code),
                 "console SMS provider: not sent, copy the code from here"
             );
+            Ok(SentMessage::default())
+        }
+        .boxed()
+    }
+
+    fn send_message<'a>(
+        &'a self,
+        to: &'a PhoneNumber,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
+        async move {
+            tracing::info!(to = %to.masked(), chars = body.chars().count(), "console SMS provider: message not sent");
             Ok(SentMessage::default())
         }
         .boxed()

@@ -2,12 +2,11 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::twilio::{TwilioClient, map_error};
-use super::{SentMessage, SmsError, SmsSender, render_template};
-use crate::config::TwilioConfig;
+use super::twilio::TwilioClient;
+use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
 use crate::domain::{PhoneNumber, VerificationCode};
 
-/// Sends our own codes as plain SMS through the Programmable Messaging API (`Messages.json`).
+/// Sends our own codes, and free text, through the Programmable Messaging API (`Messages.json`).
 #[derive(Debug, Clone)]
 pub struct TwilioMessagingSender {
     client: TwilioClient,
@@ -22,26 +21,25 @@ struct MessageResource {
 }
 
 impl TwilioMessagingSender {
-    pub fn new(config: &TwilioConfig, template: String) -> anyhow::Result<Self> {
-        let client = TwilioClient::new(config)?;
+    pub(crate) fn new(
+        client: TwilioClient,
+        base_url: &str,
+        from: String,
+        template: String,
+    ) -> Self {
         let url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            config.api_base_url,
+            "{base_url}/2010-04-01/Accounts/{}/Messages.json",
             client.account_sid()
         );
-        let from = config
-            .phone_number
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("TWILIO_PHONE_NUMBER is not set"))?;
-        Ok(Self {
+        Self {
             client,
             url,
             from,
             template,
-        })
+        }
     }
 
-    pub async fn send_text(&self, to: &PhoneNumber, body: &str) -> Result<SentMessage, SmsError> {
+    async fn send_text(&self, to: &PhoneNumber, body: &str) -> Result<SentMessage, SmsError> {
         // A Messaging Service SID (MG…) goes in its own field and lets Twilio pick the sender.
         let from_field = if self.from.starts_with("MG") {
             "MessagingServiceSid"
@@ -53,16 +51,17 @@ impl TwilioMessagingSender {
             (from_field, self.from.as_str()),
             ("Body", body),
         ];
-        let (status, headers, bytes) = self.client.post_form(&self.url, &form).await?;
-        if status.is_success() {
-            let resource: MessageResource =
-                serde_json::from_slice(&bytes).unwrap_or(MessageResource { sid: None });
-            tracing::info!(to = %to.masked(), sid = resource.sid.as_deref().unwrap_or(""), "SMS accepted by Twilio");
-            return Ok(SentMessage {
-                provider_message_id: resource.sid,
-            });
+        let answer = self.client.post_form(&self.url, &form).await?;
+        if !answer.status.is_success() {
+            return Err(answer.into_error());
         }
-        Err(map_error(status, &headers, &bytes))
+        let sid = serde_json::from_slice::<MessageResource>(&answer.body)
+            .ok()
+            .and_then(|m| m.sid);
+        tracing::info!(to = %to.masked(), sid = sid.as_deref().unwrap_or(""), "SMS accepted by Twilio Messaging");
+        Ok(SentMessage {
+            provider_message_id: sid,
+        })
     }
 }
 
@@ -74,12 +73,21 @@ impl SmsSender for TwilioMessagingSender {
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: &'a VerificationCode,
+        code: Option<&'a VerificationCode>,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
+            let code = code.ok_or_else(missing_code)?;
             self.send_text(to, &render_template(&self.template, code))
                 .await
         }
         .boxed()
+    }
+
+    fn send_message<'a>(
+        &'a self,
+        to: &'a PhoneNumber,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
+        async move { self.send_text(to, body).await }.boxed()
     }
 }

@@ -88,6 +88,27 @@ pub enum CheckOutcome {
     MaxAttemptsReached,
 }
 
+/// A verify against a provider that keeps the code (Twilio Verify): an attempt is taken first, so
+/// parallel checks cannot exceed the limit, then given back if the provider could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Taken {
+        verification_id: Uuid,
+        attempts_remaining: u32,
+    },
+    Refused(CheckOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The provider approved the code: mark the verification approved (and give the attempt back).
+    Approved,
+    /// The provider could not answer: the attempt does not count.
+    Refund,
+    /// The provider locked the verification: no attempts left here either.
+    Exhausted,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("the database is unavailable")]
@@ -166,6 +187,25 @@ pub trait Storage: Send + Sync + 'static {
         check: CodeCheck<'a>,
     ) -> BoxFuture<'a, Result<CheckOutcome, StorageError>>;
 
+    /// Takes one attempt on a provider-kept code, within the same limits as `check_code`.
+    fn take_attempt<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> BoxFuture<'a, Result<AttemptOutcome, StorageError>>;
+
+    /// Records what the provider said about an attempt. For `Approved`, returns false when the
+    /// verification was no longer pending (another request approved it first).
+    fn finish_attempt<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        verification_id: Uuid,
+        result: AttemptResult,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> BoxFuture<'a, Result<bool, StorageError>>;
+
     /// Deletes rows untouched since `before`. Returns how many went.
     fn purge<'a>(&'a self, before: OffsetDateTime) -> BoxFuture<'a, Result<u64, StorageError>>;
 
@@ -234,18 +274,24 @@ fn classify_refused_send(send: &NewSend<'_>, row: Option<&RowState>) -> Option<S
     None
 }
 
-/// Why a check did not go through. `None`: the row changed in between, try again.
-fn classify_refused_check(check: &CodeCheck<'_>, row: Option<&RowState>) -> Option<CheckOutcome> {
+/// Why a check did not go through. `None`: the row changed in between, try again. `local_code`
+/// says whether the check expected our own code hash (true) or a provider-kept code (false).
+fn classify_refused_check(
+    now: OffsetDateTime,
+    max_attempts: u32,
+    local_code: bool,
+    row: Option<&RowState>,
+) -> Option<CheckOutcome> {
     let Some(row) = row else {
         return Some(CheckOutcome::NotFound);
     };
-    if row.status != "pending" || !row.has_code {
+    if row.status != "pending" || row.has_code != local_code {
         return Some(CheckOutcome::NotFound);
     }
-    if row.expires_at <= check.now {
+    if row.expires_at <= now {
         return Some(CheckOutcome::Expired);
     }
-    if row.attempts >= check.max_attempts {
+    if row.attempts >= max_attempts {
         return Some(CheckOutcome::MaxAttemptsReached);
     }
     None

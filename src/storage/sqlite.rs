@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES, Reservation, RowState, SendKind, SendOutcome,
-    Storage, StorageError, classify_refused_check, classify_refused_send,
+    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES, Reservation,
+    RowState, SendKind, SendOutcome, Storage, StorageError, classify_refused_check,
+    classify_refused_send,
 };
 use crate::domain::PhoneNumber;
 
@@ -88,6 +89,37 @@ where phone_number = $1
   and expires_at > $3
   and attempts < $4
 returning verification_id, status = 'approved' as approved, attempts
+"#;
+
+// Provider-kept codes (Twilio Verify): the row has no code hash; an attempt is counted before the
+// provider is asked, under the same conditions as CHECK_CODE.
+const TAKE_ATTEMPT: &str = r#"
+update verification set attempts = attempts + 1, updated_at = $2
+where phone_number = $1
+  and status = 'pending'
+  and code_hash is null
+  and expires_at > $2
+  and attempts < $3
+returning verification_id, attempts
+"#;
+
+const APPROVE_ATTEMPT: &str = r#"
+update verification set status = 'approved', approved_at = $3,
+    attempts = max(attempts - 1, 0), updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
+"#;
+
+const REFUND_ATTEMPT: &str = r#"
+update verification set attempts = max(attempts - 1, 0), updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
+"#;
+
+const EXHAUST_ATTEMPTS: &str = r#"
+update verification set attempts = max(attempts, $4), updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
 "#;
 
 const READ_STATE: &str = r#"
@@ -224,7 +256,9 @@ impl SqliteStorage {
                 }
                 None => {
                     let state = self.read_state(check.phone).await?;
-                    if let Some(outcome) = classify_refused_check(check, state.as_ref()) {
+                    if let Some(outcome) =
+                        classify_refused_check(check.now, check.max_attempts, true, state.as_ref())
+                    {
                         return Ok(outcome);
                     }
                 }
@@ -233,6 +267,61 @@ impl SqliteStorage {
         Err(StorageError::Setup(
             "a check kept being refused without a reason; is the clock consistent?".into(),
         ))
+    }
+}
+
+impl SqliteStorage {
+    async fn take(
+        &self,
+        phone: &PhoneNumber,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<AttemptOutcome, StorageError> {
+        for _ in 0..RETRIES {
+            let row: Option<(Uuid, i64)> = sqlx::query_as(TAKE_ATTEMPT)
+                .bind(phone.as_ref())
+                .bind(millis(now))
+                .bind(i64::from(max_attempts))
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some((verification_id, attempts)) = row {
+                return Ok(AttemptOutcome::Taken {
+                    verification_id,
+                    attempts_remaining: max_attempts.saturating_sub(attempts as u32),
+                });
+            }
+            let state = self.read_state(phone).await?;
+            if let Some(outcome) = classify_refused_check(now, max_attempts, false, state.as_ref())
+            {
+                return Ok(AttemptOutcome::Refused(outcome));
+            }
+        }
+        Err(StorageError::Setup(
+            "an attempt kept being refused without a reason; is the clock consistent?".into(),
+        ))
+    }
+
+    async fn finish(
+        &self,
+        phone: &PhoneNumber,
+        verification_id: Uuid,
+        result: AttemptResult,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<bool, StorageError> {
+        let sql = match result {
+            AttemptResult::Approved => APPROVE_ATTEMPT,
+            AttemptResult::Refund => REFUND_ATTEMPT,
+            AttemptResult::Exhausted => EXHAUST_ATTEMPTS,
+        };
+        let mut query = sqlx::query_scalar::<_, Uuid>(sql)
+            .bind(phone.as_ref())
+            .bind(verification_id)
+            .bind(millis(now));
+        if result == AttemptResult::Exhausted {
+            query = query.bind(i64::from(max_attempts));
+        }
+        Ok(query.fetch_optional(&self.pool).await?.is_some())
     }
 }
 
@@ -270,6 +359,30 @@ impl Storage for SqliteStorage {
         check: CodeCheck<'a>,
     ) -> BoxFuture<'a, Result<CheckOutcome, StorageError>> {
         async move { self.check(&check).await }.boxed()
+    }
+
+    fn take_attempt<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> BoxFuture<'a, Result<AttemptOutcome, StorageError>> {
+        async move { self.take(phone, now, max_attempts).await }.boxed()
+    }
+
+    fn finish_attempt<'a>(
+        &'a self,
+        phone: &'a PhoneNumber,
+        verification_id: Uuid,
+        result: AttemptResult,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        async move {
+            self.finish(phone, verification_id, result, now, max_attempts)
+                .await
+        }
+        .boxed()
     }
 
     fn purge<'a>(&'a self, before: OffsetDateTime) -> BoxFuture<'a, Result<u64, StorageError>> {
