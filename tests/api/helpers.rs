@@ -1,7 +1,7 @@
 //! `spawn_app()`: the real application on a random port, a fresh database, and a fake Twilio.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use phone_verify::clock::ShiftedClock;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Admin connection used to create one database per test. Override with `TEST_DATABASE_URL`.
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -20,6 +20,70 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const TWILIO_SID: &str = "ACtest00000000000000000000000000";
 pub const TWILIO_TOKEN: &str = "test-auth-token-never-logged";
 pub const TWILIO_FROM: &str = "+15005550006";
+pub const VERIFY_SERVICE: &str = "VAtest00000000000000000000000000";
+
+/// A fake of Twilio Verify that behaves like the real one: it makes a code per number, re-sends the
+/// same one while pending, answers a check with approved / pending (wrong code) / 404 (no
+/// verification), and forgets a verification once approved.
+#[derive(Clone, Default)]
+pub struct FakeVerify {
+    pub codes: Arc<Mutex<HashMap<String, String>>>,
+}
+
+struct CreateVerification(FakeVerify);
+struct CheckVerification(FakeVerify);
+
+fn form(request: &Request) -> HashMap<String, String> {
+    serde_urlencoded::from_bytes(&request.body).unwrap_or_default()
+}
+
+impl Respond for CreateVerification {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let to = form(request).remove("To").unwrap_or_default();
+        let mut codes = self.0.codes.lock().unwrap();
+        codes.entry(to.clone()).or_insert_with(|| {
+            phone_verify::domain::VerificationCode::generate(6)
+                .expose()
+                .to_string()
+        });
+        ResponseTemplate::new(201).set_body_json(json!({
+            "sid": "VE00000000000000000000000000000001",
+            "service_sid": VERIFY_SERVICE,
+            "to": to,
+            "channel": "sms",
+            "status": "pending",
+            "valid": false,
+        }))
+    }
+}
+
+impl Respond for CheckVerification {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut fields = form(request);
+        let to = fields.remove("To").unwrap_or_default();
+        let code = fields.remove("Code").unwrap_or_default();
+        let mut codes = self.0.codes.lock().unwrap();
+        match codes.get(&to) {
+            None => ResponseTemplate::new(404).set_body_json(json!({
+                "code": 20404,
+                "message": "The requested resource /Services/VA/VerificationCheck was not found",
+                "more_info": "https://www.twilio.com/docs/errors/20404",
+                "status": 404
+            })),
+            Some(expected) if *expected == code => {
+                codes.remove(&to);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "sid": "VE00000000000000000000000000000001",
+                    "to": to, "channel": "sms", "status": "approved", "valid": true
+                }))
+            }
+            Some(_) => ResponseTemplate::new(200).set_body_json(json!({
+                "sid": "VE00000000000000000000000000000001",
+                "to": to, "channel": "sms", "status": "pending", "valid": false
+            })),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -74,6 +138,7 @@ pub struct TestApp {
     pub address: String,
     pub api: reqwest::Client,
     pub twilio: MockServer,
+    pub fake_verify: FakeVerify,
     pub clock: ShiftedClock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -102,6 +167,12 @@ impl<'a> AppOptions<'a> {
         self.clock = Some(clock);
         self
     }
+
+    /// Codes through Twilio Verify (the fake) instead of Messaging.
+    pub fn twilio_verify(self) -> Self {
+        self.var("SMS_PROVIDER", "twilio-verify")
+            .var("TWILIO_VERIFY_SERVICE_SID", VERIFY_SERVICE)
+    }
 }
 
 /// Starts the app on a fresh database of the given backend.
@@ -124,6 +195,8 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
         .respond_with(message_created())
         .mount(&twilio)
         .await;
+    let fake_verify = FakeVerify::default();
+    mount_fake_verify(&twilio, &fake_verify).await;
 
     let mut vars: HashMap<String, String> = [
         ("BIND_ADDR", "127.0.0.1:0".to_string()),
@@ -133,6 +206,8 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
         ("TWILIO_AUTH_TOKEN", TWILIO_TOKEN.into()),
         ("TWILIO_PHONE_NUMBER", TWILIO_FROM.into()),
         ("TWILIO_API_BASE_URL", twilio.uri()),
+        ("TWILIO_VERIFY_BASE_URL", twilio.uri()),
+        ("TWILIO_RETRY_BASE_MS", "1".to_string()),
         (
             "CODE_HASH_SECRET",
             "test-code-hash-secret-0123456789abcdef".into(),
@@ -161,11 +236,25 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
             .build()
             .unwrap(),
         twilio,
+        fake_verify,
         clock,
 
         shutdown: Some(tx),
         server: Some(server),
     }
+}
+
+pub async fn mount_fake_verify(server: &MockServer, fake: &FakeVerify) {
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v2/Services/[^/]+/Verifications$"))
+        .respond_with(CreateVerification(fake.clone()))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v2/Services/[^/]+/VerificationCheck$"))
+        .respond_with(CheckVerification(fake.clone()))
+        .mount(server)
+        .await;
 }
 
 pub fn message_created() -> ResponseTemplate {
@@ -290,6 +379,31 @@ impl TestApp {
             .filter(|r| r.url.path().ends_with("/Messages.json"))
             .map(|r| serde_urlencoded::from_bytes(&r.body).expect("form body"))
             .collect()
+    }
+
+    /// Every request the fake Twilio received, oldest first.
+    pub async fn twilio_requests(&self) -> Vec<Request> {
+        self.twilio.received_requests().await.unwrap_or_default()
+    }
+
+    /// How many requests went to paths ending in `suffix`.
+    pub async fn twilio_calls(&self, suffix: &str) -> usize {
+        self.twilio_requests()
+            .await
+            .iter()
+            .filter(|r| r.url.path().ends_with(suffix))
+            .count()
+    }
+
+    /// The code the fake Twilio Verify holds for this number.
+    pub fn verify_code_for(&self, e164: &str) -> String {
+        self.fake_verify
+            .codes
+            .lock()
+            .unwrap()
+            .get(e164)
+            .cloned()
+            .unwrap_or_else(|| panic!("Twilio Verify has no verification for {e164}"))
     }
 
     /// The code in the last SMS the fake received for this E.164 number.
