@@ -10,4 +10,5 @@ pub mod sms;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod token;
 pub mod verification;

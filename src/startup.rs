@@ -15,6 +15,7 @@ use crate::domain::{CodeHasher, PhoneNumber};
 use crate::http::{self, AppState};
 use crate::sms;
 use crate::storage::{self, Storage};
+use crate::token::TokenSigner;
 use crate::verification::{Settings, Verifier};
 
 /// How often old rows are purged.
@@ -84,6 +85,10 @@ impl Application {
             storage,
             verifier,
             messages: providers.messages,
+            tokens: config
+                .verification_token_secret
+                .as_ref()
+                .map(|secret| TokenSigner::new(secret, config.verification_token_ttl)),
         };
         let router = http::router(state);
         let listener = TcpListener::bind(config.bind_addr)

@@ -3,6 +3,7 @@
 //! usable code" rule true.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::{Error, SendCap};
 use crate::sms::{ProviderVerdict, SmsSender};
 use crate::storage::{
-    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, NewSend, SendKind, SendOutcome, Storage,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
+    SendKind, SendOutcome, Storage,
 };
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,10 @@ pub struct Settings {
     /// E.164 number → fixed code; no SMS goes to these numbers.
     pub test_numbers: HashMap<String, String>,
     pub allowed_countries: Option<Vec<String>>,
+    /// 0: not counted.
+    pub max_sends_per_ip_per_hour: u32,
+    /// 0: not counted.
+    pub max_sends_per_country_per_hour: u32,
 }
 
 impl From<&Config> for Settings {
@@ -44,6 +50,8 @@ impl From<&Config> for Settings {
                 .map(|(n, code)| (n.to_string(), code.clone()))
                 .collect(),
             allowed_countries: c.allowed_countries.clone(),
+            max_sends_per_ip_per_hour: c.max_sends_per_ip_per_hour,
+            max_sends_per_country_per_hour: c.max_sends_per_country_per_hour,
         }
     }
 }
@@ -128,7 +136,12 @@ impl Verifier {
 
     /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
     /// and undo the reservation if the SMS fails.
-    pub async fn send_code(&self, phone: &PhoneNumber, kind: SendKind) -> Result<CodeSent, Error> {
+    pub async fn send_code(
+        &self,
+        phone: &PhoneNumber,
+        kind: SendKind,
+        client_ip: Option<IpAddr>,
+    ) -> Result<CodeSent, Error> {
         let now = self.now();
         let test_code = self.test_code(phone);
         // Our own code, unless the provider makes it (Twilio Verify); test numbers always use ours.
@@ -150,6 +163,20 @@ impl Verifier {
                 max_sends_per_hour: self.settings.max_sends_per_hour,
                 new_verification_id: Uuid::new_v4(),
                 send_id: Uuid::new_v4(),
+                ip_cap: match (client_ip, self.settings.max_sends_per_ip_per_hour) {
+                    (Some(ip), max) if max > 0 => Some(CounterCap {
+                        key: ip_key(ip),
+                        max,
+                    }),
+                    _ => None,
+                },
+                country_cap: match self.settings.max_sends_per_country_per_hour {
+                    0 => None,
+                    max => Some(CounterCap {
+                        key: phone.region().unwrap_or("XX").to_string(),
+                        max,
+                    }),
+                },
             })
             .await?;
         let reservation = match outcome {
@@ -166,7 +193,32 @@ impl Verifier {
                 });
             }
             SendOutcome::NotFound => return Err(Error::VerificationNotFound),
+            SendOutcome::CapReached { scope, retry_after } => {
+                tracing::info!(phone = %phone.masked(), cap = scope.as_str(), "send refused: hourly cap");
+                return Err(Error::TooManySends {
+                    retry_after,
+                    cap: match scope {
+                        CapScope::ClientIp => SendCap::ClientIp,
+                        CapScope::Country => SendCap::Country,
+                    },
+                });
+            }
         };
+        for (scope, key) in &reservation.filled {
+            // Exactly one send per window fills a counter, so this logs once per country per hour
+            // across all instances.
+            match scope {
+                CapScope::Country => tracing::warn!(
+                    country = %key,
+                    cap = self.settings.max_sends_per_country_per_hour,
+                    "hourly send cap for this country reached: further sends are refused until the next hour (possible SMS pumping)"
+                ),
+                CapScope::ClientIp => tracing::info!(
+                    cap = self.settings.max_sends_per_ip_per_hour,
+                    "hourly send cap for a client IP reached"
+                ),
+            }
+        }
 
         if test_code.is_some() {
             tracing::info!(phone = %phone.masked(), "test number: fixed code, no SMS sent");
@@ -316,5 +368,36 @@ impl Verifier {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// The key a client IP is counted under: the address itself for IPv4, the /64 network for IPv6
+/// (one subscriber usually holds a whole /64 and could rotate through it).
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        assert_eq!(ip_key("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(ip_key("192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }

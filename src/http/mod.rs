@@ -4,6 +4,7 @@ pub mod extract;
 pub mod health;
 pub mod internal;
 pub mod problem;
+pub mod rate_limit;
 pub mod verifications;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::config::{Config, MAX_BODY_BYTES};
 use crate::error::Error;
 use crate::sms::SmsSender;
 use crate::storage::Storage;
+use crate::token::TokenSigner;
 use crate::verification::Verifier;
 
 #[derive(Clone)]
@@ -29,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<dyn Storage>,
     pub verifier: Verifier,
+    /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
+    pub tokens: Option<TokenSigner>,
     /// Sender for free-text messages (`POST /api/sms/send`).
     pub messages: Option<Arc<dyn SmsSender>>,
 }
@@ -57,6 +61,13 @@ pub fn router(state: AppState) -> Router {
     let mut api = verifications::router();
     if state.config.internal_api_token.is_some() {
         api = api.merge(internal::router());
+    }
+    if state.config.rate_limit_per_ip_per_minute > 0 {
+        api = rate_limit::limit(
+            api,
+            state.config.rate_limit_per_ip_per_minute,
+            state.config.trust_proxy_headers,
+        );
     }
     let api = api.layer(SetResponseHeaderLayer::overriding(
         header::CACHE_CONTROL,

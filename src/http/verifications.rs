@@ -6,8 +6,11 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use std::net::IpAddr;
+
 use super::AppState;
 use super::extract::AppJson;
+use super::rate_limit::ClientIp;
 use crate::domain::{PhoneNumber, PhoneNumberError, VerificationCode};
 use crate::error::Error;
 use crate::storage::SendKind;
@@ -83,26 +86,29 @@ fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
 
 async fn send_code(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     AppJson(body): AppJson<SendCodeRequest>,
 ) -> Result<AppJson<SendCodeResponse>, Error> {
-    send(state, body, SendKind::Start).await
+    send(state, body, SendKind::Start, ip).await
 }
 
 async fn resend_code(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     AppJson(body): AppJson<SendCodeRequest>,
 ) -> Result<AppJson<SendCodeResponse>, Error> {
-    send(state, body, SendKind::Resend).await
+    send(state, body, SendKind::Resend, ip).await
 }
 
 async fn send(
     state: AppState,
     body: SendCodeRequest,
     kind: SendKind,
+    ip: Option<IpAddr>,
 ) -> Result<AppJson<SendCodeResponse>, Error> {
     let phone = parse_phone(&body.phone_number)?;
     state.verifier.check_country(&phone)?;
-    let sent = state.verifier.send_code(&phone, kind).await?;
+    let sent = state.verifier.send_code(&phone, kind, ip).await?;
     Ok(AppJson(SendCodeResponse {
         status: "pending".into(),
         phone_number: phone.to_string(),
@@ -122,11 +128,23 @@ async fn verify_code(
     let code = VerificationCode::parse(&body.code, length)
         .map_err(|_| Error::InvalidCodeFormat { length })?;
     let verified = state.verifier.verify(&phone, &code).await?;
+    let verified_at = whole_seconds(verified.verified_at);
+    let (token, token_expires_in) = match &state.tokens {
+        Some(signer) => (
+            Some(
+                signer
+                    .sign(&phone, verified.verification_id, verified_at)
+                    .map_err(|e| Error::Internal(e.context("signing the verification token")))?,
+            ),
+            Some(signer.ttl().as_secs()),
+        ),
+        None => (None, None),
+    };
     Ok(AppJson(VerifyResponse {
         status: "approved".into(),
         phone_number: phone.to_string(),
-        verified_at: whole_seconds(verified.verified_at),
-        token: None,
-        token_expires_in: None,
+        verified_at,
+        token,
+        token_expires_in,
     }))
 }

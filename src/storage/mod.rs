@@ -42,6 +42,41 @@ pub struct NewSend<'a> {
     pub new_verification_id: Uuid,
     /// Identifies this send, so releasing it cannot undo a later one.
     pub send_id: Uuid,
+    /// Sends per client IP per hour, across instances (`None`: not counted).
+    pub ip_cap: Option<CounterCap>,
+    /// Sends per destination country per hour, across instances (`None`: not counted).
+    pub country_cap: Option<CounterCap>,
+}
+
+/// Which shared counter a send is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapScope {
+    ClientIp,
+    Country,
+}
+
+impl CapScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapScope::ClientIp => "ip",
+            CapScope::Country => "country",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterCap {
+    pub key: String,
+    /// At least 1.
+    pub max: u32,
+}
+
+/// Start of the fixed one-hour window (UTC clock hour) that `now` falls in.
+pub fn window_start(now: OffsetDateTime) -> OffsetDateTime {
+    now.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or(now)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +84,10 @@ pub struct Reservation {
     pub verification_id: Uuid,
     pub send_id: Uuid,
     pub sent_at: OffsetDateTime,
+    /// The counters this send was counted in (to give back if the SMS fails).
+    pub counted: Vec<(CapScope, String)>,
+    /// Counters that this send filled up to their cap: it was the last one allowed this window.
+    pub filled: Vec<(CapScope, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +103,11 @@ pub enum SendOutcome {
     },
     /// A resend with no unapproved verification to renew.
     NotFound,
+    /// The client IP's or the country's sends for this hour are used up.
+    CapReached {
+        scope: CapScope,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +286,64 @@ struct RowState {
 
 const HOUR: Duration = Duration::from_secs(3_600);
 
+/// The key and cap to bind for a counter; a cap of 0 means "not counted".
+fn cap_binds(cap: &Option<CounterCap>) -> (&str, i64) {
+    match cap {
+        Some(c) => (c.key.as_str(), i64::from(c.max)),
+        None => ("", 0),
+    }
+}
+
+/// The counters a send statement incremented.
+fn counted_caps(send: &NewSend<'_>, ip: bool, country: bool) -> Vec<(CapScope, String)> {
+    let mut counted = Vec::new();
+    if let (true, Some(c)) = (ip, &send.ip_cap) {
+        counted.push((CapScope::ClientIp, c.key.clone()));
+    }
+    if let (true, Some(c)) = (country, &send.country_cap) {
+        counted.push((CapScope::Country, c.key.clone()));
+    }
+    counted
+}
+
+/// The counters this send brought exactly to their cap.
+fn filled_caps(
+    send: &NewSend<'_>,
+    ip_count: Option<impl Into<i64>>,
+    country_count: Option<impl Into<i64>>,
+) -> Vec<(CapScope, String)> {
+    let mut filled = Vec::new();
+    if let (Some(n), Some(c)) = (ip_count, &send.ip_cap)
+        && n.into() == i64::from(c.max)
+    {
+        filled.push((CapScope::ClientIp, c.key.clone()));
+    }
+    if let (Some(n), Some(c)) = (country_count, &send.country_cap)
+        && n.into() == i64::from(c.max)
+    {
+        filled.push((CapScope::Country, c.key.clone()));
+    }
+    filled
+}
+
+/// A counter that refused the send, if one did.
+fn refused_cap(send: &NewSend<'_>, ip_counted: bool, country_counted: bool) -> Option<SendOutcome> {
+    let retry_after = until_next_window(send.now);
+    if send.ip_cap.is_some() && !ip_counted {
+        return Some(SendOutcome::CapReached {
+            scope: CapScope::ClientIp,
+            retry_after,
+        });
+    }
+    if send.country_cap.is_some() && !country_counted {
+        return Some(SendOutcome::CapReached {
+            scope: CapScope::Country,
+            retry_after,
+        });
+    }
+    None
+}
+
 /// Why a reservation did not go through, judged from the row as it is now. `None` means the row no
 /// longer blocks the send (it changed in between): the caller tries again.
 fn classify_refused_send(send: &NewSend<'_>, row: Option<&RowState>) -> Option<SendOutcome> {
@@ -295,6 +397,11 @@ fn classify_refused_check(
         return Some(CheckOutcome::MaxAttemptsReached);
     }
     None
+}
+
+/// Seconds until the window that `now` falls in ends.
+fn until_next_window(now: OffsetDateTime) -> Duration {
+    ceil_secs(window_start(now) + HOUR - now)
 }
 
 /// Whole seconds, rounded up, at least one: a client that waits `retry_after` must not be refused.

@@ -7,57 +7,102 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use std::sync::OnceLock;
+
+use sqlx::AssertSqlSafe;
+
 use super::{
-    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES, Reservation,
-    RowState, SendKind, SendOutcome, Storage, StorageError, classify_refused_check,
-    classify_refused_send,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
+    Reservation, RowState, SendKind, SendOutcome, Storage, StorageError, cap_binds,
+    classify_refused_check, classify_refused_send, counted_caps, filled_caps, refused_cap,
+    window_start,
 };
 use crate::domain::PhoneNumber;
+
+// The send statements are the shared counter CTEs followed by the send itself; joined once.
+static START_SEND_SQL: OnceLock<String> = OnceLock::new();
+static RESEND_SQL: OnceLock<String> = OnceLock::new();
 
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
 }
 
-// The cooldown and the hourly cap are conditions of the upsert's DO UPDATE ... WHERE: Postgres holds
-// the row lock while it evaluates them against the latest committed row, so two sends for one number
-// cannot both see "no recent send". $6 is now, $7 the end of the cooldown window, $8 the start of the
-// hourly window.
+// A send in one statement. The client IP's and the country's counters for this hour are taken
+// first (each only while under its cap: $11 and $14, 0 = not counted); the number's row is written
+// only if both were. The cooldown and the hourly cap are conditions of the upsert's DO UPDATE ...
+// WHERE: Postgres holds the row lock while it evaluates them against the latest committed row, so
+// two sends for one number cannot both see "no recent send". $6 is now, $7 the end of the
+// cooldown window, $8 the start of the hourly window, $12 the start of the counters' window.
+// If the number's row refuses, the caller gives the counters back.
+const COUNTERS: &str = r#"
+with ip as (
+    insert into send_counter as c (scope, key, window_start, count)
+    select 'ip', $10, $12, 1 where $11 > 0
+    on conflict (scope, key, window_start) do update set count = c.count + 1
+        where c.count < $11
+    returning c.count
+), country as (
+    insert into send_counter as c (scope, key, window_start, count)
+    select 'country', $13, $12, 1 where $14 > 0 and ($11 = 0 or exists (select 1 from ip))
+    on conflict (scope, key, window_start) do update set count = c.count + 1
+        where c.count < $14
+    returning c.count
+), counted as (
+    select ($11 = 0 or exists (select 1 from ip))
+       and ($14 = 0 or exists (select 1 from country)) as ok
+)"#;
+
 const START_SEND: &str = r#"
-insert into verification as v
-    (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
-     send_times, created_at, updated_at)
-values ($1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz], $6, $6)
-on conflict (phone_number) do update set
-    verification_id = case when v.status = 'approved' then excluded.verification_id
-                           else v.verification_id end,
-    status = 'pending',
-    code_hash = excluded.code_hash,
-    attempts = 0,
-    expires_at = excluded.expires_at,
-    current_send_id = excluded.current_send_id,
-    send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
-    approved_at = null,
-    updated_at = $6
-where not exists (select 1 from unnest(v.send_times) t where t > $7)
-  and (select count(*) from unnest(v.send_times) t where t > $8) < $9
-returning verification_id
+, sent as (
+    insert into verification as v
+        (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
+         send_times, created_at, updated_at)
+    select $1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz], $6, $6
+    where (select ok from counted)
+    on conflict (phone_number) do update set
+        verification_id = case when v.status = 'approved' then excluded.verification_id
+                               else v.verification_id end,
+        status = 'pending',
+        code_hash = excluded.code_hash,
+        attempts = 0,
+        expires_at = excluded.expires_at,
+        current_send_id = excluded.current_send_id,
+        send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        approved_at = null,
+        updated_at = $6
+    where not exists (select 1 from unnest(v.send_times) t where t > $7)
+      and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+    returning v.verification_id
+)
+select (select verification_id from sent), (select count from ip), (select count from country)
 "#;
 
 const RESEND: &str = r#"
-update verification v set
-    status = 'pending',
-    code_hash = $3,
-    attempts = 0,
-    expires_at = $4,
-    current_send_id = $5,
-    send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
-    updated_at = $6
-where phone_number = $1
-  and status <> 'approved'
-  and not exists (select 1 from unnest(v.send_times) t where t > $7)
-  and (select count(*) from unnest(v.send_times) t where t > $8) < $9
-returning verification_id
+, sent as (
+    update verification v set
+        status = 'pending',
+        code_hash = $3,
+        attempts = 0,
+        expires_at = $4,
+        current_send_id = $5,
+        send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        updated_at = $6
+    where phone_number = $1
+      and (select ok from counted)
+      and status <> 'approved'
+      and not exists (select 1 from unnest(v.send_times) t where t > $7)
+      and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+    returning v.verification_id
+)
+select (select verification_id from sent), (select count from ip), (select count from country)
+"#;
+
+// Gives counted sends back: a refused or failed send does not count.
+const UNCOUNT: &str = r#"
+update send_counter set count = count - 1
+where window_start = $1 and count > 0
+  and ((scope = 'ip' and key = $2 and $3) or (scope = 'country' and key = $4 and $5))
 "#;
 
 // Only the send that installed the current code may void it; its time leaves the window either way.
@@ -133,6 +178,8 @@ delete from verification where phone_number = any(array(
 ))
 "#;
 
+const PURGE_COUNTERS: &str = "delete from send_counter where window_start < $1";
+
 impl PostgresStorage {
     pub async fn connect(
         url: &str,
@@ -173,29 +220,45 @@ impl PostgresStorage {
     }
 
     async fn reserve(&self, send: &NewSend<'_>) -> Result<SendOutcome, StorageError> {
-        let sql = match send.kind {
-            SendKind::Start => START_SEND,
-            SendKind::Resend => RESEND,
+        let sql: &'static str = match send.kind {
+            SendKind::Start => START_SEND_SQL.get_or_init(|| format!("{COUNTERS}{START_SEND}")),
+            SendKind::Resend => RESEND_SQL.get_or_init(|| format!("{COUNTERS}{RESEND}")),
         };
+        let window = window_start(send.now);
+        let (ip_key, ip_max) = cap_binds(&send.ip_cap);
+        let (country_key, country_max) = cap_binds(&send.country_cap);
         for _ in 0..RETRIES {
-            let id: Option<Uuid> = sqlx::query_scalar(sql)
-                .bind(send.phone.as_ref())
-                .bind(send.new_verification_id)
-                .bind(send.code_hash.as_deref())
-                .bind(send.expires_at)
-                .bind(send.send_id)
-                .bind(send.now)
-                .bind(send.now - send.cooldown)
-                .bind(send.now - HOUR)
-                .bind(i64::from(send.max_sends_per_hour))
-                .fetch_optional(&self.pool)
-                .await?;
+            let (id, ip_count, country_count): (Option<Uuid>, Option<i32>, Option<i32>) =
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(send.phone.as_ref())
+                    .bind(send.new_verification_id)
+                    .bind(send.code_hash.as_deref())
+                    .bind(send.expires_at)
+                    .bind(send.send_id)
+                    .bind(send.now)
+                    .bind(send.now - send.cooldown)
+                    .bind(send.now - HOUR)
+                    .bind(i64::from(send.max_sends_per_hour))
+                    .bind(ip_key)
+                    .bind(ip_max)
+                    .bind(window)
+                    .bind(country_key)
+                    .bind(country_max)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let counted = counted_caps(send, ip_count.is_some(), country_count.is_some());
             if let Some(verification_id) = id {
                 return Ok(SendOutcome::Reserved(Reservation {
                     verification_id,
                     send_id: send.send_id,
                     sent_at: send.now,
+                    filled: filled_caps(send, ip_count, country_count),
+                    counted,
                 }));
+            }
+            self.uncount(window, &counted).await?;
+            if let Some(outcome) = refused_cap(send, ip_count.is_some(), country_count.is_some()) {
+                return Ok(outcome);
             }
             let state = self.read_state(send.phone).await?;
             if let Some(outcome) = classify_refused_send(send, state.as_ref()) {
@@ -205,6 +268,27 @@ impl PostgresStorage {
         Err(StorageError::Setup(
             "a send kept being refused without a reason; is the clock consistent?".into(),
         ))
+    }
+
+    async fn uncount(
+        &self,
+        window: OffsetDateTime,
+        counted: &[(CapScope, String)],
+    ) -> Result<(), StorageError> {
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let ip = counted.iter().find(|(s, _)| *s == CapScope::ClientIp);
+        let country = counted.iter().find(|(s, _)| *s == CapScope::Country);
+        sqlx::query(UNCOUNT)
+            .bind(window)
+            .bind(ip.map(|(_, k)| k.as_str()).unwrap_or(""))
+            .bind(ip.is_some())
+            .bind(country.map(|(_, k)| k.as_str()).unwrap_or(""))
+            .bind(country.is_some())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn check(&self, check: &CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
@@ -323,7 +407,8 @@ impl Storage for PostgresStorage {
                 .bind(reservation.sent_at)
                 .execute(&self.pool)
                 .await?;
-            Ok(())
+            self.uncount(window_start(reservation.sent_at), &reservation.counted)
+                .await
         }
         .boxed()
     }
@@ -370,6 +455,10 @@ impl Storage for PostgresStorage {
                     .rows_affected();
                 total += n;
                 if n < 10_000 {
+                    sqlx::query(PURGE_COUNTERS)
+                        .bind(window_start(before))
+                        .execute(&self.pool)
+                        .await?;
                     return Ok(total);
                 }
             }

@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES, Reservation,
-    RowState, SendKind, SendOutcome, Storage, StorageError, classify_refused_check,
-    classify_refused_send,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
+    Reservation, RowState, SendKind, SendOutcome, Storage, StorageError, classify_refused_check,
+    classify_refused_send, counted_caps, filled_caps, until_next_window, window_start,
 };
 use crate::domain::PhoneNumber;
 
@@ -64,6 +64,19 @@ where phone_number = $1
   and (select count(*) from json_each(verification.send_times) where value > $8) < $9
   and ($2 is null or 1)
 returning verification_id
+"#;
+
+// SQLite runs the counters and the send as separate statements in one transaction; it has one
+// writer at a time, and no network round trips to save.
+const COUNT: &str = r#"
+insert into send_counter (scope, key, window_start, count) values ($1, $2, $3, 1)
+on conflict (scope, key, window_start) do update set count = count + 1 where count < $4
+returning count
+"#;
+
+const UNCOUNT: &str = r#"
+update send_counter set count = count - 1
+where scope = $1 and key = $2 and window_start = $3 and count > 0
 "#;
 
 const RELEASE_SEND: &str = r#"
@@ -126,6 +139,8 @@ const READ_STATE: &str = r#"
 select status, code_hash is not null as has_code, attempts, expires_at, send_times
 from verification where phone_number = $1
 "#;
+
+const PURGE_COUNTERS: &str = "delete from send_counter where window_start < $1";
 
 const PURGE: &str = r#"
 delete from verification where phone_number in (
@@ -203,7 +218,34 @@ impl SqliteStorage {
             SendKind::Start => START_SEND,
             SendKind::Resend => RESEND,
         };
+        let window = millis(window_start(send.now));
         for _ in 0..RETRIES {
+            let mut tx = self.pool.begin().await?;
+            let mut counts = [None, None];
+            for (slot, (scope, cap)) in [
+                (CapScope::ClientIp, &send.ip_cap),
+                (CapScope::Country, &send.country_cap),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let Some(cap) = cap else { continue };
+                let count: Option<i64> = sqlx::query_scalar(COUNT)
+                    .bind(scope.as_str())
+                    .bind(&cap.key)
+                    .bind(window)
+                    .bind(i64::from(cap.max))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if count.is_none() {
+                    tx.rollback().await?;
+                    return Ok(SendOutcome::CapReached {
+                        scope,
+                        retry_after: until_next_window(send.now),
+                    });
+                }
+                counts[slot] = count;
+            }
             let id: Option<Uuid> = sqlx::query_scalar(sql)
                 .bind(send.phone.as_ref())
                 .bind(send.new_verification_id)
@@ -214,19 +256,24 @@ impl SqliteStorage {
                 .bind(millis(send.now - send.cooldown))
                 .bind(millis(send.now - HOUR))
                 .bind(i64::from(send.max_sends_per_hour))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-            if let Some(verification_id) = id {
-                return Ok(SendOutcome::Reserved(Reservation {
-                    verification_id,
-                    send_id: send.send_id,
-                    sent_at: send.now,
-                }));
-            }
-            let state = self.read_state(send.phone).await?;
-            if let Some(outcome) = classify_refused_send(send, state.as_ref()) {
-                return Ok(outcome);
-            }
+            let Some(verification_id) = id else {
+                tx.rollback().await?;
+                let state = self.read_state(send.phone).await?;
+                if let Some(outcome) = classify_refused_send(send, state.as_ref()) {
+                    return Ok(outcome);
+                }
+                continue;
+            };
+            tx.commit().await?;
+            return Ok(SendOutcome::Reserved(Reservation {
+                verification_id,
+                send_id: send.send_id,
+                sent_at: send.now,
+                counted: counted_caps(send, counts[0].is_some(), counts[1].is_some()),
+                filled: filled_caps(send, counts[0], counts[1]),
+            }));
         }
         Err(StorageError::Setup(
             "a send kept being refused without a reason; is the clock consistent?".into(),
@@ -343,12 +390,22 @@ impl Storage for SqliteStorage {
         reservation: &'a Reservation,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         async move {
+            let mut tx = self.pool.begin().await?;
             sqlx::query(RELEASE_SEND)
                 .bind(phone.as_ref())
                 .bind(reservation.send_id)
                 .bind(millis(reservation.sent_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            for (scope, key) in &reservation.counted {
+                sqlx::query(UNCOUNT)
+                    .bind(scope.as_str())
+                    .bind(key)
+                    .bind(millis(window_start(reservation.sent_at)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             Ok(())
         }
         .boxed()
@@ -396,6 +453,10 @@ impl Storage for SqliteStorage {
                     .rows_affected();
                 total += n;
                 if n < 10_000 {
+                    sqlx::query(PURGE_COUNTERS)
+                        .bind(millis(window_start(before)))
+                        .execute(&self.pool)
+                        .await?;
                     return Ok(total);
                 }
             }

@@ -208,6 +208,9 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
         ("TWILIO_API_BASE_URL", twilio.uri()),
         ("TWILIO_VERIFY_BASE_URL", twilio.uri()),
         ("TWILIO_RETRY_BASE_MS", "1".to_string()),
+        // Every test comes from 127.0.0.1: the per-IP limits have tests of their own.
+        ("RATE_LIMIT_PER_IP_PER_MINUTE", "100000".to_string()),
+        ("MAX_SENDS_PER_IP_PER_HOUR", "100000".to_string()),
         (
             "CODE_HASH_SECRET",
             "test-code-hash-secret-0123456789abcdef".into(),

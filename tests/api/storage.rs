@@ -3,13 +3,35 @@
 use std::time::Duration;
 
 use phone_verify::domain::PhoneNumber;
-use phone_verify::storage::{self, NewSend, SendKind, SendOutcome};
+use phone_verify::storage::{self, CounterCap, NewSend, SendKind, SendOutcome};
 use time::OffsetDateTime;
 
 use crate::both_backends;
 use crate::helpers::{AppOptions, Backend, TestDatabase, spawn_on};
 
 both_backends!(purge_deletes_only_rows_older_than_the_cutoff);
+
+fn new_send(phone: &PhoneNumber, kind: SendKind, now: OffsetDateTime) -> NewSend<'_> {
+    NewSend {
+        phone,
+        kind,
+        code_hash: Some(vec![1; 32]),
+        now,
+        expires_at: now + Duration::from_secs(600),
+        cooldown: Duration::from_secs(30),
+        max_sends_per_hour: 5,
+        new_verification_id: uuid::Uuid::new_v4(),
+        send_id: uuid::Uuid::new_v4(),
+        ip_cap: Some(CounterCap {
+            key: "192.0.2.1".into(),
+            max: 100,
+        }),
+        country_cap: Some(CounterCap {
+            key: "US".into(),
+            max: 100,
+        }),
+    }
+}
 
 async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
     let db = TestDatabase::new(backend).await;
@@ -21,17 +43,7 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
     let recent = PhoneNumber::parse("+12125551235").unwrap();
     for (phone, at) in [(&old, now - Duration::from_secs(25 * 3600)), (&recent, now)] {
         let outcome = store
-            .reserve_send(NewSend {
-                phone,
-                kind: SendKind::Start,
-                code_hash: Some(vec![1; 32]),
-                now: at,
-                expires_at: at + Duration::from_secs(600),
-                cooldown: Duration::from_secs(30),
-                max_sends_per_hour: 5,
-                new_verification_id: uuid::Uuid::new_v4(),
-                send_id: uuid::Uuid::new_v4(),
-            })
+            .reserve_send(new_send(phone, SendKind::Start, at))
             .await
             .unwrap();
         assert!(matches!(outcome, SendOutcome::Reserved(_)), "{outcome:?}");
@@ -45,33 +57,13 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
     assert_eq!(purged, 1);
     // The recent row is still there: its cooldown still holds.
     let again = store
-        .reserve_send(NewSend {
-            phone: &recent,
-            kind: SendKind::Resend,
-            code_hash: Some(vec![2; 32]),
-            now,
-            expires_at: now + Duration::from_secs(600),
-            cooldown: Duration::from_secs(30),
-            max_sends_per_hour: 5,
-            new_verification_id: uuid::Uuid::new_v4(),
-            send_id: uuid::Uuid::new_v4(),
-        })
+        .reserve_send(new_send(&recent, SendKind::Resend, now))
         .await
         .unwrap();
     assert!(matches!(again, SendOutcome::TooSoon { .. }), "{again:?}");
     // The old one is gone: a resend finds nothing to renew.
     let gone = store
-        .reserve_send(NewSend {
-            phone: &old,
-            kind: SendKind::Resend,
-            code_hash: Some(vec![3; 32]),
-            now,
-            expires_at: now + Duration::from_secs(600),
-            cooldown: Duration::from_secs(30),
-            max_sends_per_hour: 5,
-            new_verification_id: uuid::Uuid::new_v4(),
-            send_id: uuid::Uuid::new_v4(),
-        })
+        .reserve_send(new_send(&old, SendKind::Resend, now))
         .await
         .unwrap();
     assert_eq!(gone, SendOutcome::NotFound);
