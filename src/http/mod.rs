@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::response::IntoResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -55,6 +56,24 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(3600))
 }
 
+/// Every wait below is bounded (database acquire and statement timeouts, Twilio timeouts), so a
+/// request still running after this long is a bug; it is cut off rather than held open.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn time_limit(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::Internal(anyhow::anyhow!(
+            "request still running after {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config);
     // Verification answers must never be cached by a browser or a proxy.
@@ -80,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {

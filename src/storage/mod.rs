@@ -189,7 +189,7 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
             // Postgres: connection exceptions (08…), shutdown and crash (57P0…), out of resources
             // (53…), and the refusals a new connection meets while a server or database is being
             // moved or restarted (28…, 3D000, 55000 "not accepting connections", 25006 on a
-            // read-only standby). SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy
+            // read-only standby), and our statement and lock timeouts (57014, 55P03). SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy
             // timeout.
             code.starts_with("08")
                 || code.starts_with("57P0")
@@ -198,6 +198,8 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
                 || code == "3D000"
                 || code == "55000"
                 || code == "25006"
+                || code == "57014"
+                || code == "55P03"
                 || code == "5"
                 || code == "6"
         }

@@ -188,7 +188,10 @@ impl PostgresStorage {
     ) -> Result<Self, StorageError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StorageError::Setup(format!("DATABASE_URL: {e}")))?
-            .application_name("phone-verify");
+            .application_name("phone-verify")
+            // A statement stuck behind a lock or a sick server fails instead of holding the
+            // request (and a pool connection) forever.
+            .options([("statement_timeout", "10s"), ("lock_timeout", "5s")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod abuse;
 mod concurrency;
 mod health;
 mod instances;
