@@ -423,9 +423,12 @@ def native_run(root: Path, doc: dict, binary: str) -> None:
             if healthy:
                 break
             time.sleep(0.2)
-        if not check(healthy, f"healthy after {time.monotonic() - started:.1f}s by the compose healthcheck "
-                              f"`{' '.join(health_cmd)}`",
-                     f"exit status {proc.poll()}, log:\n{log.read_text(errors='replace')}"):
+        waited = time.monotonic() - started
+        why = (f"the service exited with status {proc.returncode}" if proc.poll() is not None
+               else f"still unhealthy after {waited:.0f} s")
+        if not check(healthy, f"healthy by the compose healthcheck `{' '.join(health_cmd)}` "
+                              f"({waited:.1f} s after start)",
+                     f"{why}; log:\n{log.read_text(errors='replace')}"):
             return
         status, body = http("GET", f"http://127.0.0.1:{port}/readyz")
         check(status == 200, f"GET /readyz -> {status} {body}")
