@@ -57,7 +57,8 @@ COPY --from=build /out/phone-verify /usr/local/bin/phone-verify
 #   docker run -v phone-verify-data:/home/nonroot/data ...
 COPY --from=build --chown=65532:65532 /out/data /home/nonroot/data
 WORKDIR /home/nonroot
-USER nonroot:nonroot
+# nonroot, by number: Kubernetes' runAsNonRoot can only check a numeric user.
+USER 65532:65532
 
 ENV BIND_ADDR=0.0.0.0:8080
 EXPOSE 8080
