@@ -9,13 +9,21 @@ use crate::config::LogFormat;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=info";
 
-/// Installs the global subscriber. Call once, before anything logs.
+/// Installs the global subscriber, with levels from `RUST_LOG`. Call once, before anything logs.
 pub fn init<W>(format: LogFormat, sink: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    init_with_filter(format, filter, sink)
+}
+
+/// As [`init`], with the levels given (tests pass them instead of setting `RUST_LOG`).
+pub fn init_with_filter<W>(format: LogFormat, filter: EnvFilter, sink: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     // Colour codes only for a person at a terminal: in files and pipes they break grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
