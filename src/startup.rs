@@ -41,6 +41,7 @@ impl Application {
             );
         }
         let started = std::time::Instant::now();
+        crate::metrics::handle();
         PhoneNumber::warm_up();
 
         let storage = storage::connect(

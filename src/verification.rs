@@ -221,6 +221,7 @@ impl Verifier {
         }
 
         if test_code.is_some() {
+            crate::metrics::test_number_send();
             tracing::info!(phone = %phone.masked(), "test number: fixed code, no SMS sent");
         } else {
             // The SMS and the undo run in their own task: a client that hangs up mid-request must
@@ -230,6 +231,7 @@ impl Verifier {
             let task_reservation = reservation.clone();
             tokio::spawn(async move {
                 let result = this.sms.send_code(&phone_owned, code.as_ref()).await;
+                crate::metrics::sms_send(this.sms.name(), result.as_ref().map(|_| ()));
                 if let Err(e) = &result {
                     tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
                     if let Err(release) = this
@@ -266,6 +268,12 @@ impl Verifier {
         phone: &PhoneNumber,
         code: &VerificationCode,
     ) -> Result<Verified, Error> {
+        let result = self.check(phone, code).await;
+        crate::metrics::verification(result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn check(&self, phone: &PhoneNumber, code: &VerificationCode) -> Result<Verified, Error> {
         if self.sms.checks_codes() && self.test_code(phone).is_none() {
             return self.verify_with_provider(phone, code).await;
         }

@@ -40,6 +40,24 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The current request's id, for the `instance` of problem bodies.
+    pub static CURRENT_REQUEST_ID: String;
+}
+
+async fn scope_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    CURRENT_REQUEST_ID.scope(id, next.run(request)).await
+}
+
 /// Browsers may call from the configured origins only; with none configured, no CORS headers are
 /// sent and browsers block cross-origin calls.
 fn cors(config: &Config) -> CorsLayer {
@@ -99,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(axum::middleware::from_fn(time_limit))
         .layer(
             TraceLayer::new_for_http()
@@ -120,6 +139,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(cors)
+        .layer(axum::middleware::from_fn(scope_request_id))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)

@@ -16,6 +16,10 @@ pub struct Problem {
     pub status: u16,
     pub code: &'static str,
     pub detail: String,
+    /// This occurrence: the request id (also in the `X-Request-Id` header and every log line of the
+    /// request), as a URN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,10 @@ impl Error {
             code: self.code(),
             // An internal error's own message may hold details of our internals: never send it.
             detail: self.to_string(),
+            instance: super::CURRENT_REQUEST_ID
+                .try_with(|id| request_id_urn(id))
+                .ok()
+                .flatten(),
             retry_after: match self {
                 Error::ResendTooSoon { .. }
                 | Error::TooManySends { .. }
@@ -117,12 +125,26 @@ impl Error {
     }
 }
 
+/// `urn:uuid:…` for our own ids; a client's own id only if it is URI-safe.
+fn request_id_urn(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > 128 {
+        return None;
+    }
+    if uuid::Uuid::parse_str(id).is_ok() {
+        return Some(format!("urn:uuid:{id}"));
+    }
+    id.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        .then(|| format!("urn:request-id:{id}"))
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         if let Error::Internal(e) = &self {
             // Logged once, here, with its whole cause chain; the client gets a generic body.
             tracing::error!(error.cause_chain = ?e, "request failed with an internal error");
         }
+        crate::metrics::rejection(&self);
         let problem = self.to_problem();
         let mut response = (
             self.status(),

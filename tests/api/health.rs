@@ -5,6 +5,43 @@ use crate::helpers::{AppOptions, Backend, spawn_app, spawn_app_with};
 
 both_backends!(healthz_and_readyz_answer_while_the_database_does);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_sends_verifications_and_rejections() {
+    let (app, _db) = spawn_app(Backend::Sqlite).await;
+    let code = app.send_and_read_code("+12125551234").await;
+    app.verify("+12125551234", "000000").await;
+    app.verify("+12125551234", &code).await;
+    app.send_code("+12125551234").await; // resend_too_soon
+
+    let response = app
+        .api
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"http_requests_total{method="POST",route="/api/auth/phone/send-code",status="200"}"#,
+        r#"http_requests_total{method="POST",route="/api/auth/phone/send-code",status="429"}"#,
+        r#"http_request_duration_seconds_bucket{method="POST",route="/api/auth/phone/verify",le="0.01"}"#,
+        r#"sms_sends_total{provider="twilio-messaging",outcome="sent"}"#,
+        r#"verifications_total{outcome="approved"}"#,
+        r#"verifications_total{outcome="invalid_code"}"#,
+        r#"rate_limit_rejections_total{kind="resend_cooldown"}"#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    // Labels hold route templates, never numbers.
+    assert!(!text.contains("2125551234"));
+}
+
 async fn healthz_and_readyz_answer_while_the_database_does(backend: Backend) {
     let (app, _db) = spawn_app(backend).await;
 

@@ -306,6 +306,9 @@ impl Answer {
         assert_eq!(self.body["type"], "about:blank");
         assert!(self.body["title"].is_string());
         assert!(self.body["detail"].is_string());
+        // The occurrence is the request id the answer carries in its header.
+        let request_id = self.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(self.body["instance"], format!("urn:uuid:{request_id}"));
     }
 }
 

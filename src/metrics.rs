@@ -1,0 +1,99 @@
+//! Prometheus metrics: the recorder, the HTTP middleware, and the names of what we count.
+//!
+//! Names (all counters `_total`, durations in seconds):
+//! - `http_requests_total{method, route, status}`, `http_request_duration_seconds{method, route}`
+//! - `sms_sends_total{provider, outcome}`: sent, unavailable, rejected, invalid_number,
+//!   provider_limit, test_number (nothing sent)
+//! - `verifications_total{outcome}`: approved, invalid_code, not_found, expired, max_attempts, error
+//! - `rate_limit_rejections_total{kind}`: request_rate, resend_cooldown, number_hourly, ip_hourly,
+//!   country_hourly, provider_limit
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{Error, SendCap};
+use crate::sms::SmsError;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide recorder, installed on first use (tests start many apps in one process).
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("the metrics recorder is installed once")
+        })
+        .clone()
+}
+
+/// Counts every request by its route template (never the raw path: no numbers in labels).
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+pub fn sms_send(provider: &'static str, result: Result<(), &SmsError>) {
+    let outcome = match result {
+        Ok(()) => "sent",
+        Err(SmsError::Unavailable { .. }) => "unavailable",
+        Err(SmsError::Rejected { .. }) => "rejected",
+        Err(SmsError::InvalidNumber { .. }) => "invalid_number",
+        Err(SmsError::TooManySends { .. }) => "provider_limit",
+    };
+    metrics::counter!("sms_sends_total", "provider" => provider, "outcome" => outcome).increment(1);
+}
+
+pub fn test_number_send() {
+    metrics::counter!("sms_sends_total", "provider" => "none", "outcome" => "test_number")
+        .increment(1);
+}
+
+pub fn verification(result: Result<(), &Error>) {
+    let outcome = match result {
+        Ok(()) => "approved",
+        Err(Error::InvalidCode { .. }) => "invalid_code",
+        Err(Error::VerificationNotFound) => "not_found",
+        Err(Error::CodeExpired) => "expired",
+        Err(Error::MaxAttemptsReached) => "max_attempts",
+        Err(_) => "error",
+    };
+    metrics::counter!("verifications_total", "outcome" => outcome).increment(1);
+}
+
+/// Called for every error answer; counts the limit refusals.
+pub fn rejection(error: &Error) {
+    let kind = match error {
+        Error::RateLimited { .. } => "request_rate",
+        Error::ResendTooSoon { .. } => "resend_cooldown",
+        Error::TooManySends { cap, .. } => match cap {
+            SendCap::PhoneNumber => "number_hourly",
+            SendCap::ClientIp => "ip_hourly",
+            SendCap::Country => "country_hourly",
+            SendCap::Provider => "provider_limit",
+        },
+        _ => return,
+    };
+    metrics::counter!("rate_limit_rejections_total", "kind" => kind).increment(1);
+}
