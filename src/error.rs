@@ -6,6 +6,86 @@ use std::time::Duration;
 use crate::sms::SmsError;
 use crate::storage::StorageError;
 
+/// The stable, machine-readable `code` of every problem answer (API.md's error table, plus the
+/// router's own `not_found` and `method_not_allowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedJson,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidRequest,
+    InvalidPhoneNumber,
+    InvalidCodeFormat,
+    CountryNotAllowed,
+    Unauthorized,
+    InvalidCode,
+    VerificationNotFound,
+    CodeExpired,
+    MaxAttemptsReached,
+    ResendTooSoon,
+    TooManySends,
+    RateLimited,
+    SmsRejected,
+    SmsProviderUnavailable,
+    StorageUnavailable,
+    InternalError,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidPhoneNumber,
+        ErrorCode::InvalidCodeFormat,
+        ErrorCode::CountryNotAllowed,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidCode,
+        ErrorCode::VerificationNotFound,
+        ErrorCode::CodeExpired,
+        ErrorCode::MaxAttemptsReached,
+        ErrorCode::ResendTooSoon,
+        ErrorCode::TooManySends,
+        ErrorCode::RateLimited,
+        ErrorCode::SmsRejected,
+        ErrorCode::SmsProviderUnavailable,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::InternalError,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidPhoneNumber => "invalid_phone_number",
+            ErrorCode::InvalidCodeFormat => "invalid_code_format",
+            ErrorCode::CountryNotAllowed => "country_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidCode => "invalid_code",
+            ErrorCode::VerificationNotFound => "verification_not_found",
+            ErrorCode::CodeExpired => "code_expired",
+            ErrorCode::MaxAttemptsReached => "max_attempts_reached",
+            ErrorCode::ResendTooSoon => "resend_too_soon",
+            ErrorCode::TooManySends => "too_many_sends",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SmsRejected => "sms_rejected",
+            ErrorCode::SmsProviderUnavailable => "sms_provider_unavailable",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
 /// Which per-hour cap a send ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendCap {

@@ -17,12 +17,23 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn health() -> Json<Value> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// Liveness: 200 while the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Status)))]
+pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Prometheus text format.
-async fn metrics() -> impl axum::response::IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
+pub async fn metrics() -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -32,7 +43,13 @@ async fn metrics() -> impl axum::response::IntoResponse {
     )
 }
 
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+/// Readiness: 200 when the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "`storage_unavailable`", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     match tokio::time::timeout(Duration::from_secs(2), state.storage.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(e)) => {

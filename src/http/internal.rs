@@ -8,9 +8,11 @@ use axum::routing::post;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::AppJson;
+use super::problem::Problem;
 use super::verifications::parse_phone;
 use crate::error::Error;
 
@@ -22,18 +24,29 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/sms/send", post(send_sms))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendSmsRequest {
+    #[schema(example = "+12125551234", max_length = 64)]
     pub phone_number: String,
+    /// 1 to 1,600 characters.
+    #[schema(
+        example = "Your delivery is on the way!",
+        min_length = 1,
+        max_length = 1600
+    )]
     pub message: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SendSmsResponse {
+    #[schema(example = "sent")]
     pub status: String,
+    #[schema(example = "+12125551234")]
     pub phone_number: String,
+    /// Twilio's message SID; absent with the console provider.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "SM00000000000000000000000000000001")]
     pub provider_message_id: Option<String>,
 }
 
@@ -55,7 +68,29 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
         .into()
 }
 
-async fn send_sms(
+/// Internal: send a custom SMS (other backends only). Exists only when `INTERNAL_API_TOKEN` is set.
+#[utoipa::path(
+    post,
+    path = "/api/sms/send",
+    tag = "internal",
+    request_body = SendSmsRequest,
+    security(("internal_token" = [])),
+    responses(
+        (status = 200, description = "Sent", body = SendSmsResponse),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the endpoint is disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, `too_many_sends` (Twilio's limit)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`sms_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`sms_provider_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send_sms(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<AppJson<SendSmsRequest>, Error>,

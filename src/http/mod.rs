@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod health;
 pub mod internal;
+pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod verifications;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
+        .merge(openapi::router())
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -4,26 +4,37 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-#[derive(Debug, Serialize)]
+/// An error answer, `application/problem+json` (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// Always `about:blank`: the `code` says what happened.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "about:blank")]
     pub kind: &'static str,
+    /// The HTTP status's reason phrase.
+    #[schema(value_type = String, example = "Too Many Requests")]
     pub title: &'static str,
+    #[schema(example = 429)]
     pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
+    /// For people; may change. Programs branch on `code`.
+    #[schema(example = "Wait 27 seconds before requesting another code.")]
     pub detail: String,
     /// This occurrence: the request id (also in the `X-Request-Id` header and every log line of the
     /// request), as a URN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Seconds to wait (`resend_too_soon`, `too_many_sends`, `rate_limited`); also `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Wrong attempts left for this code (`invalid_code`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts_remaining: Option<u32>,
+    /// The SMS provider's error code (`sms_rejected`), when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<i64>,
 }
@@ -56,29 +67,29 @@ impl Error {
     }
 
     /// The stable, machine-readable code of API.md's error table.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::MalformedJson => "malformed_json",
-            Error::UnsupportedMediaType => "unsupported_media_type",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::InvalidPhoneNumber(_) => "invalid_phone_number",
-            Error::InvalidCodeFormat { .. } => "invalid_code_format",
-            Error::CountryNotAllowed => "country_not_allowed",
-            Error::Unauthorized => "unauthorized",
-            Error::InvalidCode { .. } => "invalid_code",
-            Error::VerificationNotFound => "verification_not_found",
-            Error::CodeExpired => "code_expired",
-            Error::MaxAttemptsReached => "max_attempts_reached",
-            Error::ResendTooSoon { .. } => "resend_too_soon",
-            Error::TooManySends { .. } => "too_many_sends",
-            Error::RateLimited { .. } => "rate_limited",
-            Error::SmsRejected { .. } => "sms_rejected",
-            Error::SmsProviderUnavailable { .. } => "sms_provider_unavailable",
-            Error::StorageUnavailable => "storage_unavailable",
-            Error::RouteNotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
-            Error::Internal(_) => "internal_error",
+            Error::MalformedJson => ErrorCode::MalformedJson,
+            Error::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::InvalidPhoneNumber(_) => ErrorCode::InvalidPhoneNumber,
+            Error::InvalidCodeFormat { .. } => ErrorCode::InvalidCodeFormat,
+            Error::CountryNotAllowed => ErrorCode::CountryNotAllowed,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::InvalidCode { .. } => ErrorCode::InvalidCode,
+            Error::VerificationNotFound => ErrorCode::VerificationNotFound,
+            Error::CodeExpired => ErrorCode::CodeExpired,
+            Error::MaxAttemptsReached => ErrorCode::MaxAttemptsReached,
+            Error::ResendTooSoon { .. } => ErrorCode::ResendTooSoon,
+            Error::TooManySends { .. } => ErrorCode::TooManySends,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::SmsRejected { .. } => ErrorCode::SmsRejected,
+            Error::SmsProviderUnavailable { .. } => ErrorCode::SmsProviderUnavailable,
+            Error::StorageUnavailable => ErrorCode::StorageUnavailable,
+            Error::RouteNotFound => ErrorCode::NotFound,
+            Error::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Error::Internal(_) => ErrorCode::InternalError,
         }
     }
 

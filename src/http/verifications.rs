@@ -5,11 +5,13 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use std::net::IpAddr;
 
 use super::AppState;
 use super::extract::AppJson;
+use super::problem::Problem;
 use super::rate_limit::ClientIp;
 use crate::domain::{PhoneNumber, PhoneNumberError, VerificationCode};
 use crate::error::Error;
@@ -22,38 +24,58 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/phone/verify", post(verify_code))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendCodeRequest {
+    /// E.164: `+`, country code, number. Spaces, dots, dashes and parentheses are tolerated.
+    #[schema(example = "+12125551234", max_length = 64)]
     pub phone_number: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    #[schema(example = "+12125551234", max_length = 64)]
     pub phone_number: String,
+    /// Exactly `CODE_LENGTH` (default 6) ASCII digits.
+    #[schema(example = "123456", pattern = "^[0-9]{4,10}$")]
     pub code: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SendCodeResponse {
+    #[schema(example = "pending")]
     pub status: String,
+    /// The normalized E.164 number.
+    #[schema(example = "+12125551234")]
     pub phone_number: String,
+    #[schema(example = "sms")]
     pub channel: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-26T13:40:00Z")]
     pub expires_at: OffsetDateTime,
+    /// Seconds the code stays valid.
+    #[schema(example = 600)]
     pub expires_in: u64,
+    /// Seconds until another send to this number is allowed.
+    #[schema(example = 30)]
     pub resend_after: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VerifyResponse {
+    #[schema(example = "approved")]
     pub status: String,
+    #[schema(example = "+12125551234")]
     pub phone_number: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-26T13:31:12Z")]
     pub verified_at: OffsetDateTime,
+    /// HS256 JWT (`sub`, `iat`, `exp`, `jti`, `phone_number_verified`); only with
+    /// `VERIFICATION_TOKEN_SECRET` set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Seconds the token is valid; only with the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expires_in: Option<u64>,
 }
@@ -84,7 +106,26 @@ fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-async fn send_code(
+/// Start (or restart) a verification and send a code by SMS.
+#[utoipa::path(
+    post,
+    path = "/api/auth/phone/send-code",
+    tag = "verification",
+    request_body = SendCodeRequest,
+    responses(
+        (status = 200, description = "Code sent", body = SendCodeResponse),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`resend_too_soon`, `too_many_sends`, `rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`sms_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`sms_provider_unavailable`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send_code(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<SendCodeRequest>,
@@ -92,7 +133,27 @@ async fn send_code(
     send(state, body, SendKind::Start, ip).await
 }
 
-async fn resend_code(
+/// Send a new code for a verification that is not approved yet.
+#[utoipa::path(
+    post,
+    path = "/api/auth/phone/resend-code",
+    tag = "verification",
+    request_body = SendCodeRequest,
+    responses(
+        (status = 200, description = "Code sent", body = SendCodeResponse),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`verification_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`resend_too_soon`, `too_many_sends`, `rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`sms_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`sms_provider_unavailable`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn resend_code(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     AppJson(body): AppJson<SendCodeRequest>,
@@ -119,7 +180,27 @@ async fn send(
     }))
 }
 
-async fn verify_code(
+/// Check a code. A code works once.
+#[utoipa::path(
+    post,
+    path = "/api/auth/phone/verify",
+    tag = "verification",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "Verified", body = VerifyResponse),
+        (status = 400, description = "`invalid_code` (with `attempts_remaining`), `malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`verification_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`code_expired`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`, `invalid_phone_number`, `invalid_code_format`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`max_attempts_reached`, `rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`sms_rejected` (Twilio Verify)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`sms_provider_unavailable` (Twilio Verify), `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn verify_code(
     State(state): State<AppState>,
     AppJson(body): AppJson<VerifyRequest>,
 ) -> Result<AppJson<VerifyResponse>, Error> {
