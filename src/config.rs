@@ -119,6 +119,8 @@ pub struct Config {
     /// True when `code_hash_secret` is the public development default.
     pub code_hash_secret_is_default: bool,
     pub data_retention: Duration,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     /// Browser origins allowed to call the API (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
@@ -379,7 +381,11 @@ impl Config {
             Some(list) => Some(parse_countries(&list)?),
         };
 
+        let shutdown_timeout =
+            Duration::from_secs(vars.ranged("SHUTDOWN_TIMEOUT_SECONDS", 20, 1, 3_600)?);
+
         Ok(Config {
+            shutdown_timeout,
             test_phone_numbers,
             internal_api_token: internal_api_token.map(SecretString::from),
             verification_token_secret: verification_token_secret.map(SecretString::from),

@@ -1,6 +1,6 @@
 //! Building and running the application: the seam tests use to start the real thing on port 0.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub struct Application {
     router: axum::Router,
     addr: SocketAddr,
     purge_task: JoinHandle<()>,
+    drain_timeout: Duration,
 }
 
 impl Application {
@@ -102,6 +103,7 @@ impl Application {
             router,
             addr,
             purge_task,
+            drain_timeout: config.shutdown_timeout,
         })
     }
 
@@ -118,18 +120,41 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish,
+    /// for at most the drain timeout (`SHUTDOWN_TIMEOUT_SECONDS`).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = axum::serve(
+        let (began, draining) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = began.send(());
+        };
+        let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(signal);
+        let drain_timeout = self.drain_timeout;
+        let deadline = async move {
+            match draining.await {
+                Ok(()) => tokio::time::sleep(drain_timeout).await,
+                // The server ended without a shutdown signal: nothing to time.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = server.into_future() => result,
+            () = deadline => {
+                tracing::warn!(
+                    timeout_s = drain_timeout.as_secs(),
+                    "requests still running at the end of the drain timeout were cut off"
+                );
+                Ok(())
+            }
+        };
         self.purge_task.abort();
         tracing::info!("stopped");
         result

@@ -98,6 +98,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database someone else made (and cleans up).
+    pub fn existing(url: String) -> Self {
+        Self { url, _dir: None }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Postgres => {

@@ -1,0 +1,544 @@
+//! Fault drills: the database going away under load, Twilio slow or down, SIGTERM under load.
+//! Each database drill runs its own Postgres cluster (initdb + pg_ctl on a free port), never the
+//! shared server. Its own test binary: these start processes and clusters.
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use helpers::{AppOptions, TestDatabase, spawn_on};
+use reqwest::StatusCode;
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer};
+
+/// A Postgres cluster of the test's own, in a temporary directory.
+struct PrivatePostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn bin_dir() -> PathBuf {
+        let out = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let candidates = out.into_iter().map(PathBuf::from).chain(
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin")),
+        );
+        for dir in candidates {
+            if dir.join("initdb").exists() && dir.join("pg_ctl").exists() {
+                return dir;
+            }
+        }
+        panic!(
+            "the fault drills need Postgres' initdb and pg_ctl (Debian: postgresql-15); none found \
+             via pg_config --bindir or under /usr/lib/postgresql"
+        );
+    }
+
+    /// Runs a Postgres tool; as the `postgres` user when we are root (initdb refuses root).
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let exe = self.bin.join(tool);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    fn start() -> Self {
+        let bin = Self::bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the cluster directory failed");
+        }
+        let port = free_port();
+        let this = Self { bin, dir, port };
+        let data = this.data_dir();
+        let out = this.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        this.pg_ctl_start();
+        this
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log");
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn database(&self) -> TestDatabase {
+        TestDatabase::existing(format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.port
+        ))
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_fails_fast_and_recovers_without_a_restart() {
+    let pg = PrivatePostgres::start();
+    let db = pg.database();
+    let app = spawn_on(
+        &db,
+        AppOptions::new().var("DATABASE_ACQUIRE_TIMEOUT_SECONDS", 1),
+    )
+    .await;
+    let pending = app.send_and_read_code("+12125550001").await;
+
+    // Load in the background while the database goes away and comes back.
+    let load = {
+        let address = app.address.clone();
+        let client = app.api.clone();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut statuses = Vec::new();
+            for i in 0..150 {
+                let started = Instant::now();
+                let response = client
+                    .post(format!("{address}/api/auth/phone/send-code"))
+                    .json(&json!({"phone_number": format!("+1212555{:04}", 2000 + i)}))
+                    .send()
+                    .await
+                    .unwrap();
+                slowest = slowest.max(started.elapsed());
+                statuses.push(response.status().as_u16());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (slowest, statuses)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.stop();
+
+    let started = Instant::now();
+    let ready = app.get("/readyz").await;
+    ready.assert_problem(503, "storage_unavailable");
+    let answer = app.send_code("+12125550002").await;
+    answer.assert_problem(503, "storage_unavailable");
+    assert!(answer.retry_after_header().is_some());
+    app.verify("+12125550001", &pending)
+        .await
+        .assert_problem(503, "storage_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "three requests during the outage took {:?} (acquire timeout 1 s)",
+        started.elapsed()
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.pg_ctl_start();
+    let restarted = Instant::now();
+    loop {
+        if app.get("/readyz").await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "not ready 5 s after Postgres came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (slowest, statuses) = load.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "the outage was not seen by the load"
+    );
+    assert!(
+        statuses.last() == Some(&200),
+        "the load did not recover: {statuses:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(4),
+        "a request hung for {slowest:?} with a 1 s acquire timeout"
+    );
+    // The code sent before the outage still works.
+    assert_eq!(
+        app.verify("+12125550001", &pending).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_dead_twilio_blocks_no_verify_and_leaks_nothing() {
+    let pg = PrivatePostgres::start();
+    let db = pg.database();
+    let app = spawn_on(&db, AppOptions::new().var("TWILIO_TIMEOUT_MS", 500)).await;
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let phone = format!("+1212555{:04}", 3000 + i);
+        codes.push((phone.clone(), app.send_and_read_code(&phone).await));
+    }
+
+    // Twilio now answers after 3 s, past our 500 ms timeout.
+    app.twilio.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(helpers::message_created().set_delay(Duration::from_secs(3)))
+        .mount(&app.twilio)
+        .await;
+    let sends = join_all((0..10).map(|i| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let answer = app.send_code(&format!("+1212555{:04}", 4000 + i)).await;
+            (answer, started.elapsed())
+        }
+    }));
+    let verifies = join_all(codes.iter().map(|(phone, code)| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let answer = app.verify(phone, code).await;
+            (answer, started.elapsed())
+        }
+    }));
+    let (sends, verifies) = tokio::join!(sends, verifies);
+
+    for (answer, took) in &sends {
+        answer.assert_problem(503, "sms_provider_unavailable");
+        assert!(
+            *took < Duration::from_secs(3),
+            "a send waited {took:?} for Twilio"
+        );
+    }
+    for (answer, took) in &verifies {
+        assert_eq!(answer.status, StatusCode::OK);
+        // Verifies never wait on Twilio: far below its 500 ms timeout even with sends stuck.
+        assert!(*took < Duration::from_millis(400), "a verify took {took:?}");
+    }
+
+    // Twilio down (connection refused): the same.
+    let dead = free_port();
+    let down = spawn_on(
+        &db,
+        AppOptions::new().var("TWILIO_API_BASE_URL", format!("http://127.0.0.1:{dead}")),
+    )
+    .await;
+    down.send_code("+12125555000")
+        .await
+        .assert_problem(503, "sms_provider_unavailable");
+
+    // Nothing leaked: no database session is left busy by the failed sends.
+    let admin = sqlx::PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        pg.port
+    ))
+    .await
+    .unwrap();
+    let busy: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where application_name = 'phone-verify' and state <> 'idle'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(busy, 0);
+    let sessions: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where application_name = 'phone-verify'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(sessions <= 20, "{sessions} sessions for two pools of 10");
+}
+
+/// The real binary, as an operator runs it.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+}
+
+fn spawn_binary(database_url: &str, twilio: &str, extra: &[(&str, &str)]) -> Process {
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_phone-verify"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", database_url)
+        .env("SMS_PROVIDER", "twilio-messaging")
+        .env("TWILIO_ACCOUNT_SID", helpers::TWILIO_SID)
+        .env("TWILIO_AUTH_TOKEN", helpers::TWILIO_TOKEN)
+        .env("TWILIO_PHONE_NUMBER", helpers::TWILIO_FROM)
+        .env("TWILIO_API_BASE_URL", twilio)
+        .env("RATE_LIMIT_PER_IP_PER_MINUTE", "0")
+        .env("MAX_SENDS_PER_IP_PER_HOUR", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    Process {
+        child: command.spawn().expect("start the binary"),
+        port,
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service was not ready within 20 s");
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
+    let pg = PrivatePostgres::start();
+    let twilio = MockServer::start().await;
+    // Each SMS takes a second: the sends are in flight when the signal comes.
+    Mock::given(method("POST"))
+        .respond_with(helpers::message_created().set_delay(Duration::from_secs(1)))
+        .mount(&twilio)
+        .await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let mut process = spawn_binary(&url, &twilio.uri(), &[("SHUTDOWN_TIMEOUT_SECONDS", "10")]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, process.port).await;
+
+    let in_flight = join_all((0..8).map(|i| {
+        let client = client.clone();
+        let port = process.port;
+        tokio::spawn(async move {
+            client
+                .post(format!("http://127.0.0.1:{port}/api/auth/phone/send-code"))
+                .json(&json!({"phone_number": format!("+1212555{:04}", 5000 + i)}))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    }));
+    let in_flight = tokio::spawn(in_flight);
+    // Wait until the fake Twilio holds all eight: they are mid-request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while twilio.received_requests().await.unwrap_or_default().len() < 8 {
+        assert!(Instant::now() < deadline, "the sends never reached Twilio");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    sigterm(process.child.id());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // New connections are refused while the old requests finish.
+    let refused = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", process.port))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after SIGTERM: {refused:?}"
+    );
+
+    for result in in_flight.await.unwrap() {
+        assert_eq!(
+            result.unwrap().unwrap(),
+            StatusCode::OK,
+            "an in-flight request was cut"
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || process.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exit took {:?}, past the 10 s drain timeout",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_exits_0() {
+    let pg = PrivatePostgres::start();
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(helpers::message_created().set_delay(Duration::from_secs(30)))
+        .mount(&twilio)
+        .await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let mut process = spawn_binary(
+        &url,
+        &twilio.uri(),
+        &[
+            ("SHUTDOWN_TIMEOUT_SECONDS", "1"),
+            ("TWILIO_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, process.port).await;
+    let port = process.port;
+    let stuck = tokio::spawn(async move {
+        client
+            .post(format!("http://127.0.0.1:{port}/api/auth/phone/send-code"))
+            .json(&json!({"phone_number": "+12125556000"}))
+            .send()
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while twilio
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the send never reached Twilio");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let signalled = Instant::now();
+    sigterm(process.child.id());
+    let status = tokio::task::spawn_blocking(move || process.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the cut request got an answer"
+    );
+}
