@@ -165,6 +165,16 @@ pub enum StorageError {
     Setup(String),
 }
 
+impl StorageError {
+    /// A statement refused `RETRIES` times in a row while the row read back said it should not
+    /// have: the row keeps changing under us, or instances disagree about the time.
+    fn refused_without_reason(what: &str) -> Self {
+        StorageError::Setup(format!(
+            "a {what} kept being refused without a reason; are the instances' clocks in step?"
+        ))
+    }
+}
+
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         if is_unavailable(&e) {

@@ -268,9 +268,7 @@ impl PostgresStorage {
                 return Ok(outcome);
             }
         }
-        Err(StorageError::Setup(
-            "a send kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("send"))
     }
 
     async fn uncount(
@@ -325,9 +323,7 @@ impl PostgresStorage {
                 }
             }
         }
-        Err(StorageError::Setup(
-            "a check kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("check"))
     }
 }
 
@@ -357,9 +353,7 @@ impl PostgresStorage {
                 return Ok(AttemptOutcome::Refused(outcome));
             }
         }
-        Err(StorageError::Setup(
-            "an attempt kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("attempt"))
     }
 
     async fn finish(

@@ -275,9 +275,7 @@ impl SqliteStorage {
                 filled: filled_caps(send, counts[0], counts[1]),
             }));
         }
-        Err(StorageError::Setup(
-            "a send kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("send"))
     }
 
     async fn check(&self, check: &CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
@@ -311,9 +309,7 @@ impl SqliteStorage {
                 }
             }
         }
-        Err(StorageError::Setup(
-            "a check kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("check"))
     }
 }
 
@@ -343,9 +339,7 @@ impl SqliteStorage {
                 return Ok(AttemptOutcome::Refused(outcome));
             }
         }
-        Err(StorageError::Setup(
-            "an attempt kept being refused without a reason; is the clock consistent?".into(),
-        ))
+        Err(StorageError::refused_without_reason("attempt"))
     }
 
     async fn finish(

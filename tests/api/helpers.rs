@@ -348,7 +348,8 @@ impl TestApp {
         Self::answer(response).await
     }
 
-    async fn answer(response: reqwest::Response) -> Answer {
+    /// Reads a response the way a client would: status, headers, JSON body (or null).
+    pub async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body read");

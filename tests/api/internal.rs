@@ -21,14 +21,7 @@ async fn post_sms(
         request = request.bearer_auth(token);
     }
     let response = request.send().await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    crate::helpers::Answer {
-        status,
-        headers,
-        body,
-    }
+    TestApp::answer(response).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
