@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -243,7 +244,7 @@ impl Verifier {
                     }
                 }
                 result
-            })
+            }.instrument(tracing::Span::current()))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))??;
         }
@@ -319,9 +320,12 @@ impl Verifier {
         let this = self.clone();
         let phone = phone.clone();
         let code = code.clone();
-        tokio::spawn(async move { this.provider_check(&phone, &code).await })
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("verification task failed: {e}")))?
+        tokio::spawn(
+            async move { this.provider_check(&phone, &code).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("verification task failed: {e}")))?
     }
 
     async fn provider_check(
