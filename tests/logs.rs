@@ -157,4 +157,16 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
         logs.contains("TWILIO_AUTH_TOKEN"),
         "the 20003 hint names what to fix"
     );
+    // What happens for a request, even in the tasks it spawns, is logged with its request id.
+    let flow_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| {
+            l.contains(r#""target":"phone_verify::verification""#)
+                || l.contains(r#""target":"phone_verify::sms::"#)
+        })
+        .collect();
+    assert!(flow_lines.len() >= 10, "{} flow lines", flow_lines.len());
+    for line in flow_lines {
+        assert!(line.contains(r#""request_id":"#), "no request id: {line}");
+    }
 }
