@@ -5,6 +5,81 @@
 //! one statement that changes the row, so concurrent requests and several instances sharing a database
 //! serialize on that row and cannot get past a limit together.
 
+/// The `Storage` impl of a backend: boxes the futures of its inherent methods (`reserve`,
+/// `release`, `check`, `take`, `finish`, `purge_before`, `ping_db`), which hold the SQL.
+macro_rules! impl_storage {
+    ($ty:ty, $name:literal) => {
+        impl $crate::storage::Storage for $ty {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            fn reserve_send<'a>(
+                &'a self,
+                send: $crate::storage::NewSend<'a>,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::storage::SendOutcome, StorageError>,
+            > {
+                Box::pin(async move { self.reserve(&send).await })
+            }
+
+            fn release_send<'a>(
+                &'a self,
+                phone: &'a PhoneNumber,
+                reservation: &'a $crate::storage::Reservation,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(self.release(phone, reservation))
+            }
+
+            fn check_code<'a>(
+                &'a self,
+                check: $crate::storage::CodeCheck<'a>,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::storage::CheckOutcome, StorageError>,
+            > {
+                Box::pin(async move { self.check(&check).await })
+            }
+
+            fn take_attempt<'a>(
+                &'a self,
+                phone: &'a PhoneNumber,
+                now: OffsetDateTime,
+                max_attempts: u32,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::storage::AttemptOutcome, StorageError>,
+            > {
+                Box::pin(self.take(phone, now, max_attempts))
+            }
+
+            fn finish_attempt<'a>(
+                &'a self,
+                phone: &'a PhoneNumber,
+                verification_id: Uuid,
+                result: $crate::storage::AttemptResult,
+                now: OffsetDateTime,
+                max_attempts: u32,
+            ) -> futures_util::future::BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(self.finish(phone, verification_id, result, now, max_attempts))
+            }
+
+            fn purge<'a>(
+                &'a self,
+                before: OffsetDateTime,
+            ) -> futures_util::future::BoxFuture<'a, Result<u64, StorageError>> {
+                Box::pin(self.purge_before(before))
+            }
+
+            fn ping(&self) -> futures_util::future::BoxFuture<'_, Result<(), StorageError>> {
+                Box::pin(self.ping_db())
+            }
+        }
+    };
+}
+use impl_storage;
+
 mod postgres;
 mod sqlite;
 

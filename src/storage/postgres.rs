@@ -1,8 +1,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -13,9 +11,8 @@ use sqlx::AssertSqlSafe;
 
 use super::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
-    Reservation, RowState, SendKind, SendOutcome, Storage, StorageError, cap_binds,
-    classify_refused_check, classify_refused_send, counted_caps, filled_caps, refused_cap,
-    window_start,
+    Reservation, RowState, SendKind, SendOutcome, StorageError, cap_binds, classify_refused_check,
+    classify_refused_send, counted_caps, filled_caps, refused_cap, window_start,
 };
 use crate::domain::PhoneNumber;
 
@@ -380,94 +377,45 @@ impl PostgresStorage {
     }
 }
 
-impl Storage for PostgresStorage {
-    fn backend(&self) -> &'static str {
-        "postgres"
+impl PostgresStorage {
+    async fn release(
+        &self,
+        phone: &PhoneNumber,
+        reservation: &Reservation,
+    ) -> Result<(), StorageError> {
+        sqlx::query(RELEASE_SEND)
+            .bind(phone.as_ref())
+            .bind(reservation.send_id)
+            .bind(reservation.sent_at)
+            .execute(&self.pool)
+            .await?;
+        self.uncount(window_start(reservation.sent_at), &reservation.counted)
+            .await
     }
 
-    fn reserve_send<'a>(
-        &'a self,
-        send: NewSend<'a>,
-    ) -> BoxFuture<'a, Result<SendOutcome, StorageError>> {
-        async move { self.reserve(&send).await }.boxed()
-    }
-
-    fn release_send<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        reservation: &'a Reservation,
-    ) -> BoxFuture<'a, Result<(), StorageError>> {
-        async move {
-            sqlx::query(RELEASE_SEND)
-                .bind(phone.as_ref())
-                .bind(reservation.send_id)
-                .bind(reservation.sent_at)
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(PURGE)
+                .bind(before)
                 .execute(&self.pool)
-                .await?;
-            self.uncount(window_start(reservation.sent_at), &reservation.counted)
-                .await
-        }
-        .boxed()
-    }
-
-    fn check_code<'a>(
-        &'a self,
-        check: CodeCheck<'a>,
-    ) -> BoxFuture<'a, Result<CheckOutcome, StorageError>> {
-        async move { self.check(&check).await }.boxed()
-    }
-
-    fn take_attempt<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        now: OffsetDateTime,
-        max_attempts: u32,
-    ) -> BoxFuture<'a, Result<AttemptOutcome, StorageError>> {
-        async move { self.take(phone, now, max_attempts).await }.boxed()
-    }
-
-    fn finish_attempt<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        verification_id: Uuid,
-        result: AttemptResult,
-        now: OffsetDateTime,
-        max_attempts: u32,
-    ) -> BoxFuture<'a, Result<bool, StorageError>> {
-        async move {
-            self.finish(phone, verification_id, result, now, max_attempts)
-                .await
-        }
-        .boxed()
-    }
-
-    fn purge<'a>(&'a self, before: OffsetDateTime) -> BoxFuture<'a, Result<u64, StorageError>> {
-        async move {
-            let mut total = 0;
-            loop {
-                let n = sqlx::query(PURGE)
-                    .bind(before)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < 10_000 {
+                sqlx::query(PURGE_COUNTERS)
+                    .bind(window_start(before))
                     .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                total += n;
-                if n < 10_000 {
-                    sqlx::query(PURGE_COUNTERS)
-                        .bind(window_start(before))
-                        .execute(&self.pool)
-                        .await?;
-                    return Ok(total);
-                }
+                    .await?;
+                return Ok(total);
             }
         }
-        .boxed()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>> {
-        async move {
-            sqlx::query("select 1").execute(&self.pool).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn ping_db(&self) -> Result<(), StorageError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
+
+super::impl_storage!(PostgresStorage, "postgres");

@@ -1,8 +1,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -11,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
-    Reservation, RowState, SendKind, SendOutcome, Storage, StorageError, classify_refused_check,
+    Reservation, RowState, SendKind, SendOutcome, StorageError, classify_refused_check,
     classify_refused_send, counted_caps, filled_caps, until_next_window, window_start,
 };
 use crate::domain::PhoneNumber;
@@ -366,103 +364,54 @@ impl SqliteStorage {
     }
 }
 
-impl Storage for SqliteStorage {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn reserve_send<'a>(
-        &'a self,
-        send: NewSend<'a>,
-    ) -> BoxFuture<'a, Result<SendOutcome, StorageError>> {
-        async move { self.reserve(&send).await }.boxed()
-    }
-
-    fn release_send<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        reservation: &'a Reservation,
-    ) -> BoxFuture<'a, Result<(), StorageError>> {
-        async move {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(RELEASE_SEND)
-                .bind(phone.as_ref())
-                .bind(reservation.send_id)
-                .bind(millis(reservation.sent_at))
+impl SqliteStorage {
+    async fn release(
+        &self,
+        phone: &PhoneNumber,
+        reservation: &Reservation,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(RELEASE_SEND)
+            .bind(phone.as_ref())
+            .bind(reservation.send_id)
+            .bind(millis(reservation.sent_at))
+            .execute(&mut *tx)
+            .await?;
+        for (scope, key) in &reservation.counted {
+            sqlx::query(UNCOUNT)
+                .bind(scope.as_str())
+                .bind(key)
+                .bind(millis(window_start(reservation.sent_at)))
                 .execute(&mut *tx)
                 .await?;
-            for (scope, key) in &reservation.counted {
-                sqlx::query(UNCOUNT)
-                    .bind(scope.as_str())
-                    .bind(key)
-                    .bind(millis(window_start(reservation.sent_at)))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(())
         }
-        .boxed()
+        tx.commit().await?;
+        Ok(())
     }
 
-    fn check_code<'a>(
-        &'a self,
-        check: CodeCheck<'a>,
-    ) -> BoxFuture<'a, Result<CheckOutcome, StorageError>> {
-        async move { self.check(&check).await }.boxed()
-    }
-
-    fn take_attempt<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        now: OffsetDateTime,
-        max_attempts: u32,
-    ) -> BoxFuture<'a, Result<AttemptOutcome, StorageError>> {
-        async move { self.take(phone, now, max_attempts).await }.boxed()
-    }
-
-    fn finish_attempt<'a>(
-        &'a self,
-        phone: &'a PhoneNumber,
-        verification_id: Uuid,
-        result: AttemptResult,
-        now: OffsetDateTime,
-        max_attempts: u32,
-    ) -> BoxFuture<'a, Result<bool, StorageError>> {
-        async move {
-            self.finish(phone, verification_id, result, now, max_attempts)
-                .await
-        }
-        .boxed()
-    }
-
-    fn purge<'a>(&'a self, before: OffsetDateTime) -> BoxFuture<'a, Result<u64, StorageError>> {
-        async move {
-            let mut total = 0;
-            loop {
-                let n = sqlx::query(PURGE)
-                    .bind(millis(before))
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(PURGE)
+                .bind(millis(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < 10_000 {
+                sqlx::query(PURGE_COUNTERS)
+                    .bind(millis(window_start(before)))
                     .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                total += n;
-                if n < 10_000 {
-                    sqlx::query(PURGE_COUNTERS)
-                        .bind(millis(window_start(before)))
-                        .execute(&self.pool)
-                        .await?;
-                    return Ok(total);
-                }
+                    .await?;
+                return Ok(total);
             }
         }
-        .boxed()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>> {
-        async move {
-            sqlx::query("select 1").execute(&self.pool).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn ping_db(&self) -> Result<(), StorageError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
+
+super::impl_storage!(SqliteStorage, "sqlite");
