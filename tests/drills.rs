@@ -542,3 +542,112 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_ex
         "the cut request got an answer"
     );
 }
+
+/// `phone-verify send-test`: one SMS through the configured provider, and what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_reports_a_sent_message_and_a_rejected_one_with_a_hint() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(helpers::message_created())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(401)
+                .set_body_json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
+        )
+        .with_priority(2)
+        .mount(&twilio)
+        .await;
+    let uri = twilio.uri();
+    let run = move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))
+            .args(["send-test", "+1 212 555 1234"])
+            .env_clear()
+            .env("SMS_PROVIDER", "twilio-messaging")
+            .env("TWILIO_ACCOUNT_SID", helpers::TWILIO_SID)
+            .env("TWILIO_AUTH_TOKEN", helpers::TWILIO_TOKEN)
+            .env("TWILIO_PHONE_NUMBER", helpers::TWILIO_FROM)
+            .env("TWILIO_API_BASE_URL", &uri)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    let (code, output) = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("provider: twilio-messaging"), "{output}");
+    assert!(
+        output.contains("result:   sent (id SM00000000000000000000000000000001)"),
+        "{output}"
+    );
+    assert!(output.contains("+*******1234"), "{output}");
+
+    let (code, output) = tokio::task::spawn_blocking(run).await.unwrap();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"),
+        "{output}"
+    );
+    assert!(!output.contains(helpers::TWILIO_TOKEN), "{output}");
+}
+
+/// `phone-verify healthcheck`: the container health probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_only_while_the_service_answers() {
+    let twilio = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/pv.db", dir.path().display());
+    let mut process = spawn_binary(&url, &twilio.uri(), &[]);
+    let port = process.port;
+    wait_ready(&reqwest::Client::new(), port).await;
+    let probe = move || {
+        Command::new(env!("CARGO_BIN_EXE_phone-verify"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("BIND_ADDR", format!("0.0.0.0:{port}"))
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+
+    assert_eq!(tokio::task::spawn_blocking(probe).await.unwrap(), Some(0));
+    sigterm(process.child.id());
+    tokio::task::spawn_blocking(move || process.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tokio::task::spawn_blocking(probe).await.unwrap(), Some(1));
+}
+
+/// A bad variable stops the process at start with one line naming it.
+#[test]
+fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))
+        .env_clear()
+        .env("CODE_LENGTH", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("CODE_LENGTH"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))
+        .env_clear()
+        .env("APP_ENV", "production")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("SMS_PROVIDER"), "{stderr}");
+}
