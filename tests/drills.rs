@@ -285,23 +285,23 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_a_restart()
 async fn a_slow_or_dead_twilio_blocks_no_verify_and_leaks_nothing() {
     let pg = PrivatePostgres::start();
     let db = pg.database();
-    let app = spawn_on(&db, AppOptions::new().var("TWILIO_TIMEOUT_MS", 500)).await;
+    let app = spawn_on(&db, AppOptions::new().var("TWILIO_TIMEOUT_MS", 2000)).await;
     let mut codes = Vec::new();
     for i in 0..20 {
         let phone = format!("+1212555{:04}", 3000 + i);
         codes.push((phone.clone(), app.send_and_read_code(&phone).await));
     }
 
-    // Twilio now answers after 3 s, past our 500 ms timeout.
+    // Twilio now answers after 5 s, past our 2 s timeout.
     app.twilio.reset().await;
     Mock::given(method("POST"))
-        .respond_with(helpers::message_created().set_delay(Duration::from_secs(3)))
+        .respond_with(helpers::message_created().set_delay(Duration::from_secs(5)))
         .mount(&app.twilio)
         .await;
+    let started = Instant::now();
     let sends = join_all((0..10).map(|i| {
         let app = &app;
         async move {
-            let started = Instant::now();
             let answer = app.send_code(&format!("+1212555{:04}", 4000 + i)).await;
             (answer, started.elapsed())
         }
@@ -309,24 +309,29 @@ async fn a_slow_or_dead_twilio_blocks_no_verify_and_leaks_nothing() {
     let verifies = join_all(codes.iter().map(|(phone, code)| {
         let app = &app;
         async move {
-            let started = Instant::now();
             let answer = app.verify(phone, code).await;
             (answer, started.elapsed())
         }
     }));
     let (sends, verifies) = tokio::join!(sends, verifies);
 
-    for (answer, took) in &sends {
+    let first_send_answer = sends.iter().map(|(_, at)| *at).min().unwrap();
+    for (answer, at) in &sends {
         answer.assert_problem(503, "sms_provider_unavailable");
+        // Cut at our timeout, not held for Twilio's 5 s.
         assert!(
-            *took < Duration::from_secs(3),
-            "a send waited {took:?} for Twilio"
+            *at < Duration::from_secs(4),
+            "a send waited {at:?} for Twilio"
         );
     }
-    for (answer, took) in &verifies {
+    for (answer, at) in &verifies {
         assert_eq!(answer.status, StatusCode::OK);
-        // Verifies never wait on Twilio: far below its 500 ms timeout even with sends stuck.
-        assert!(*took < Duration::from_millis(400), "a verify took {took:?}");
+        // Verifies never wait on Twilio: every one is answered while all the sends started with
+        // them are still stuck waiting for it.
+        assert!(
+            *at < first_send_answer,
+            "a verify answered at {at:?}, after a send gave up at {first_send_answer:?}"
+        );
     }
 
     // Twilio down (connection refused): the same.

@@ -192,6 +192,10 @@ impl PostgresStorage {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
+            // No ping before each use: it would double the round trips of every request. A
+            // connection that died (server restart) fails its next statement instead, which
+            // answers 503 once and is replaced.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
