@@ -50,6 +50,11 @@ def row(name, r):
     if r["backend"] != "postgres" and tps:
         ratio += "†"
     bound = f'{r["flows_per_sec"] / (users * 1000 / latency):.2f}' if latency else "–"
+    pg_cpu = (
+        f'{f1(r.get("postgres_cpu_percent"), "{:.0f}")} / {f1(r.get("postgres_cpu_ms_per_flow"), "{:.2f}")}'
+        if r["backend"] == "postgres"
+        else "–"
+    )
     return (
         f'| {r["backend"]} | {users} | {latency} | {r["flows_per_sec"]:.0f} | {ratio} | {bound} '
         f'| {lat(r, "send_code", "p50")} / {lat(r, "send_code", "p99")} '
@@ -57,7 +62,7 @@ def row(name, r):
         f'| {errs(r)} | {f1(s["rss_peak_mib"])} ({f1(s.get("rss_anon_at_peak_mib"))} + {f1(s.get("rss_file_at_peak_mib"))}) '
         f'| {f1(s["startup_ms"], "{:.0f}")} '
         f'| {f1(s["cpu_percent"], "{:.0f}")} / {f1(s["cpu_ms_per_flow"], "{:.2f}")} '
-        f'| {f1(r.get("postgres_cpu_percent"), "{:.0f}")} / {f1(r.get("postgres_cpu_ms_per_flow"), "{:.2f}")} '
+        f'| {pg_cpu} '
         f'| {f1(r["loadgen_cpu_percent"], "{:.0f}")} | {f1(r.get("other_cpu_percent"), "{:.0f}")} |'
     )
 
