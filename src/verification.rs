@@ -125,10 +125,6 @@ impl Verifier {
         }
     }
 
-    pub fn provider_name(&self) -> &'static str {
-        self.sms.name()
-    }
-
     /// The fixed code of a test number, if `phone` is one.
     fn test_code(&self, phone: &PhoneNumber) -> Option<VerificationCode> {
         let code = self.settings.test_numbers.get(phone.as_ref())?;

@@ -202,10 +202,6 @@ impl PostgresStorage {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     async fn read_state(&self, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
         let row: Option<(String, bool, i32, OffsetDateTime, Vec<OffsetDateTime>)> =
             sqlx::query_as(READ_STATE)

@@ -188,10 +188,6 @@ impl SqliteStorage {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     async fn read_state(&self, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
         let row: Option<(String, bool, i64, i64, String)> = sqlx::query_as(READ_STATE)
             .bind(phone.as_ref())
