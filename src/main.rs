@@ -3,11 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use phone_verify::cli::{self, Cli, Command};
 use phone_verify::config::Config;
-use phone_verify::startup::Application;
+use phone_verify::startup::{self, Application};
 use phone_verify::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    startup::mark_process_start();
     let cli = Cli::parse();
     // A missing .env is normal; the environment alone is a complete configuration.
     let _ = dotenvy::dotenv();
