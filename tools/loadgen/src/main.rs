@@ -7,9 +7,13 @@
 //! * runs `--users` virtual users, each repeating send-code → code from the fake → verify on a
 //!   fresh valid number per flow, for `--duration-secs` or `--flows`, optionally paced to `--rate`;
 //! * reports flows/s, requests/s, errors by status and `code`, latency percentiles per endpoint
-//!   (hdrhistogram), and the service's RSS (VmRSS sampled every 100 ms, VmHWM) and CPU from /proc.
+//!   (hdrhistogram), and the service's RSS (VmRSS sampled every 100 ms, VmHWM) and CPU from /proc;
+//! * `--rss-trace FILE`: a CSV with one row per second of the measured window (flows and errors so
+//!   far, VmRSS, RssAnon, RssFile), and always (with a pid) a growth summary of the window's RSS
+//!   samples: first-10 % vs last-10 % mean, and the second half's slope per 10,000 flows.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,6 +113,12 @@ struct Args {
     /// Write the results as JSON to this file ("-" for stdout, then the table goes to stderr).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a CSV trace of the measured window to this file, one row per second:
+    /// elapsed_s,flows,errors,vmrss_kib,rss_anon_kib,rss_file_kib (flows: flows completed OK so
+    /// far; errors: errors so far; both as counted in the report; RSS columns empty without a pid).
+    /// Written as the run goes, plus a last row at the end of the window.
+    #[arg(long)]
+    rss_trace: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,6 +367,15 @@ struct Ctx {
     rate: Option<f64>,
     slots: AtomicU64,
     code_timeout: Duration,
+    /// Live totals for the RSS trace (the same counts as the merged `Stats`' `flows_ok` and
+    /// in-window errors).
+    live: Arc<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    flows_ok: AtomicU64,
+    errors: AtomicU64,
 }
 
 fn io_kind(e: &reqwest::Error) -> String {
@@ -432,6 +451,7 @@ impl Ctx {
                 .errors
                 .entry((ep.name().to_string(), status, code))
                 .or_default() += 1;
+            self.live.errors.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.errors_outside += 1;
         }
@@ -532,6 +552,7 @@ async fn virtual_user(ctx: Arc<Ctx>) -> Stats {
         if counted {
             if ok {
                 stats.flows_ok += 1;
+                ctx.live.flows_ok.fetch_add(1, Ordering::Relaxed);
                 stats.record(Ep::Flow, t1 - t0);
             } else {
                 stats.flows_failed += 1;
@@ -650,6 +671,64 @@ struct MemReport {
     hwm_kib: u64,
     window_start: Sample,
     window_end: Sample,
+    /// (flows OK so far, VmRSS KiB) of every sample in the measured window, in time order.
+    window_rss: Vec<(u64, u64)>,
+    /// First error writing the --rss-trace file.
+    trace_error: Option<String>,
+}
+
+/// The --rss-trace CSV, written as the run goes.
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+    /// Next whole second of the window to write a row for.
+    next_row_s: f64,
+    /// The latest in-window row not yet written (for the last row at the end of the window).
+    pending: Option<String>,
+}
+
+impl Trace {
+    const HEADER: &str = "elapsed_s,flows,errors,vmrss_kib,rss_anon_kib,rss_file_kib";
+
+    fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(out, "{}", Self::HEADER)?;
+        out.flush()?;
+        Ok(Self {
+            out,
+            next_row_s: 0.0,
+            pending: None,
+        })
+    }
+
+    fn row(elapsed: f64, flows: u64, errors: u64, status: Option<(u64, u64, u64, u64)>) -> String {
+        match status {
+            Some((rss, _, anon, file)) => {
+                format!("{elapsed:.2},{flows},{errors},{rss},{anon},{file}")
+            }
+            None => format!("{elapsed:.2},{flows},{errors},,,"),
+        }
+    }
+
+    /// Offers an in-window sample: written if it is the first one at or after the next whole
+    /// second, else kept as the candidate for the final row.
+    fn offer(&mut self, elapsed: f64, row: String) -> std::io::Result<()> {
+        if elapsed >= self.next_row_s {
+            self.next_row_s = elapsed.floor() + 1.0;
+            self.pending = None;
+            writeln!(self.out, "{row}")?;
+            self.out.flush()
+        } else {
+            self.pending = Some(row);
+            Ok(())
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        if let Some(row) = self.pending.take() {
+            writeln!(self.out, "{row}")?;
+        }
+        self.out.flush()
+    }
 }
 
 async fn sampler(
@@ -657,6 +736,8 @@ async fn sampler(
     warm_end: Instant,
     window_end: Option<Instant>,
     stop: Arc<AtomicBool>,
+    live: Arc<Live>,
+    mut trace: Option<Trace>,
 ) -> MemReport {
     let mut r = MemReport::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -665,30 +746,93 @@ async fn sampler(
         tick.tick().await;
         let now = Instant::now();
         let stopping = stop.load(Ordering::Relaxed);
-        if let Some(pid) = pid
-            && let Some((rss, hwm, anon, file)) = proc_status_kib(pid)
-        {
+        let in_window = now >= warm_end && window_end.is_none_or(|e| now <= e);
+        // Counters first, then /proc: the RSS read is never older than the flow count.
+        let (flows, errors) = (
+            live.flows_ok.load(Ordering::Relaxed),
+            live.errors.load(Ordering::Relaxed),
+        );
+        let status = pid.and_then(proc_status_kib);
+        if let Some((rss, hwm, anon, file)) = status {
             if rss > r.rss_peak_kib {
                 r.rss_peak_kib = rss;
                 r.anon_at_peak_kib = anon;
                 r.file_at_peak_kib = file;
             }
             r.hwm_kib = r.hwm_kib.max(hwm);
-            if now >= warm_end && window_end.is_none_or(|e| now <= e) {
+            if in_window {
                 r.rss_sum_kib += rss;
                 r.rss_samples += 1;
+                r.window_rss.push((flows, rss));
+            }
+        }
+        if in_window
+            && let Some(t) = trace.as_mut()
+            && r.trace_error.is_none()
+        {
+            let elapsed = (now - warm_end).as_secs_f64();
+            if let Err(e) = t.offer(elapsed, Trace::row(elapsed, flows, errors, status)) {
+                r.trace_error = Some(e.to_string());
             }
         }
         if now >= warm_end && r.window_start.at.is_none() {
             r.window_start = sample(pid);
         }
-        if now >= warm_end && window_end.is_none_or(|e| now <= e) && !stopping {
+        if in_window && !stopping {
             r.window_end = sample(pid);
         }
         if stopping {
+            if let Some(t) = trace.take()
+                && r.trace_error.is_none()
+                && let Err(e) = t.finish()
+            {
+                r.trace_error = Some(e.to_string());
+            }
             return r;
         }
     }
+}
+
+/// RSS growth over the measured window, from its VmRSS samples.
+#[derive(Debug, Clone, PartialEq)]
+struct RssSummary {
+    samples: usize,
+    /// Mean VmRSS of the first and the last 10 % of the samples (at least one each).
+    first_mean_kib: f64,
+    last_mean_kib: f64,
+    /// Least-squares slope of VmRSS on flows completed, over the second half of the samples, in
+    /// KiB per 10,000 flows (None when the flow count does not move there).
+    slope_kib_per_10k_flows: Option<f64>,
+    slope_samples: usize,
+    slope_flows: (u64, u64),
+}
+
+fn rss_summary(points: &[(u64, u64)]) -> Option<RssSummary> {
+    let n = points.len();
+    if n == 0 {
+        return None;
+    }
+    let tenth = n.div_ceil(10);
+    let mean = |s: &[(u64, u64)]| s.iter().map(|p| p.1 as f64).sum::<f64>() / s.len() as f64;
+    let half = &points[n / 2..];
+    let (xm, ym) = (
+        half.iter().map(|p| p.0 as f64).sum::<f64>() / half.len() as f64,
+        mean(half),
+    );
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for &(x, y) in half {
+        let dx = x as f64 - xm;
+        sxy += dx * (y as f64 - ym);
+        sxx += dx * dx;
+    }
+    Some(RssSummary {
+        samples: n,
+        first_mean_kib: mean(&points[..tenth]),
+        last_mean_kib: mean(&points[n - tenth..]),
+        slope_kib_per_10k_flows: (sxx > 0.0).then(|| sxy / sxx * 10_000.0),
+        slope_samples: half.len(),
+        slope_flows: (half[0].0, half[half.len() - 1].0),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -919,6 +1063,17 @@ async fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
 
+    let trace = match &args.rss_trace {
+        Some(p) => {
+            if pid.is_none() {
+                eprintln!("loadgen: --rss-trace without a pid: the RSS columns stay empty");
+            }
+            Some(Trace::create(p).map_err(|e| format!("--rss-trace {}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let live = Arc::new(Live::default());
+
     let start = Instant::now();
     let warm_end = start + Duration::from_secs_f64(args.warmup_secs);
     let duration = match (args.duration_secs, args.flows) {
@@ -944,10 +1099,18 @@ async fn run(args: Args) -> Result<(), String> {
         rate: args.rate,
         slots: AtomicU64::new(0),
         code_timeout: Duration::from_secs(10),
+        live: live.clone(),
     });
 
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler_task = tokio::spawn(sampler(pid, warm_end, window_end, stop.clone()));
+    let sampler_task = tokio::spawn(sampler(
+        pid,
+        warm_end,
+        window_end,
+        stop.clone(),
+        live,
+        trace,
+    ));
     let users: Vec<_> = (0..args.users)
         .map(|_| tokio::spawn(virtual_user(ctx.clone())))
         .collect();
@@ -957,6 +1120,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     stop.store(true, Ordering::Relaxed);
     let mem = sampler_task.await.map_err(|e| e.to_string())?;
+    let rss_trend = rss_summary(&mem.window_rss);
     let final_hwm = pid.and_then(proc_status_kib).map(|(_, hwm, _, _)| hwm);
 
     let (startup_ms, internal_ms, warnings, exit_code) = match service.as_mut() {
@@ -1047,7 +1211,7 @@ async fn run(args: Args) -> Result<(), String> {
         .iter()
         .map(|((ep, status, code), n)| json!({"endpoint": ep, "status": status, "code": code, "count": n}))
         .collect();
-    let report = json!({
+    let mut report = json!({
         "label": args.label,
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "backend": backend,
@@ -1085,6 +1249,22 @@ async fn run(args: Args) -> Result<(), String> {
         "other_cpu_percent": other_cpu,
         "machine_busy_percent": busy,
     });
+    if pid.is_some() {
+        let summary = rss_trend.as_ref().map(|t| {
+            json!({
+                "samples": t.samples,
+                "sample_interval_ms": 100,
+                "first_10pct_mean_mib": t.first_mean_kib / 1024.0,
+                "last_10pct_mean_mib": t.last_mean_kib / 1024.0,
+                "growth_mib": (t.last_mean_kib - t.first_mean_kib) / 1024.0,
+                "second_half_slope_kib_per_10k_flows": t.slope_kib_per_10k_flows,
+                "second_half_samples": t.slope_samples,
+                "second_half_flows_from": t.slope_flows.0,
+                "second_half_flows_to": t.slope_flows.1,
+            })
+        });
+        report["rss_trace_summary"] = summary.unwrap_or(Value::Null);
+    }
 
     // Human table
     let mut out = String::new();
@@ -1152,6 +1332,9 @@ async fn run(args: Args) -> Result<(), String> {
             cpu_ms_per_flow.map_or("?".into(), |c| format!("{c:.2} ms")),
         );
     }
+    if pid.is_some() {
+        let _ = writeln!(out, "{}", rss_trend_line(rss_trend.as_ref()));
+    }
     if let Some(s) = startup_ms {
         let _ = writeln!(
             out,
@@ -1186,7 +1369,29 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => print!("{out}"),
     }
-    Ok(())
+    match (&args.rss_trace, mem.trace_error) {
+        (Some(p), Some(e)) => Err(format!("--rss-trace {}: {e}", p.display())),
+        _ => Ok(()),
+    }
+}
+
+/// The one-line text form of the RSS growth summary (tools/soak.sh greps for "RSS trend:").
+fn rss_trend_line(t: Option<&RssSummary>) -> String {
+    let Some(t) = t else {
+        return "RSS trend: no samples in the measured window".into();
+    };
+    format!(
+        "RSS trend: first 10 % mean {:.1} MiB, last 10 % mean {:.1} MiB ({:+.2} MiB); second-half slope {} per 10,000 flows (flows {}..{}, {} of {} samples)",
+        t.first_mean_kib / 1024.0,
+        t.last_mean_kib / 1024.0,
+        (t.last_mean_kib - t.first_mean_kib) / 1024.0,
+        t.slope_kib_per_10k_flows
+            .map_or("?".into(), |s| format!("{s:+.1} KiB")),
+        t.slope_flows.0,
+        t.slope_flows.1,
+        t.slope_samples,
+        t.samples,
+    )
 }
 
 #[cfg(test)]
@@ -1213,5 +1418,37 @@ mod tests {
         assert_eq!(extract_code("Code 123456.").as_deref(), Some("123456"));
         assert_eq!(extract_code("none"), None);
         assert_eq!(wrong_code("123459"), "123450");
+    }
+
+    #[test]
+    fn rss_summary_means_and_slope() {
+        assert_eq!(rss_summary(&[]), None);
+        // 20 samples: RSS flat at 1000 KiB for the first half, then +1 KiB per 100 flows.
+        let pts: Vec<(u64, u64)> = (0..20u64)
+            .map(|i| {
+                let flows = i * 1000;
+                (flows, if i < 10 { 1000 } else { 1000 + flows / 100 })
+            })
+            .collect();
+        let s = rss_summary(&pts).unwrap();
+        assert_eq!(s.samples, 20);
+        assert_eq!(s.first_mean_kib, 1000.0); // samples 0, 1
+        assert_eq!(s.last_mean_kib, 1000.0 + (180.0 + 190.0) / 2.0); // samples 18, 19
+        assert!((s.slope_kib_per_10k_flows.unwrap() - 100.0).abs() < 1e-9);
+        assert_eq!((s.slope_samples, s.slope_flows), (10, (10_000, 19_000)));
+        // A single sample, or flows that do not move: no slope.
+        let one = rss_summary(&[(5, 2048)]).unwrap();
+        assert_eq!((one.first_mean_kib, one.last_mean_kib), (2048.0, 2048.0));
+        assert_eq!(one.slope_kib_per_10k_flows, None);
+        assert!(rss_trend_line(Some(&one)).starts_with("RSS trend: first 10 % mean 2.0 MiB"));
+    }
+
+    #[test]
+    fn trace_rows() {
+        assert_eq!(
+            Trace::row(1.004, 12, 0, Some((3, 9, 1, 2))),
+            "1.00,12,0,3,1,2"
+        );
+        assert_eq!(Trace::row(2.0, 5, 1, None), "2.00,5,1,,,");
     }
 }
