@@ -6,7 +6,8 @@
 //! serialize on that row and cannot get past a limit together.
 
 /// The `Storage` impl of a backend: boxes the futures of its inherent methods (`reserve`,
-/// `release`, `check`, `take`, `finish`, `purge_before`, `ping_db`), which hold the SQL.
+/// `release`, `check`, `take`, `finish`, `purge_before`, `ping_db`), which hold the SQL. Request
+/// work passes the backend's `gate` first; purges and readiness pings do not.
 macro_rules! impl_storage {
     ($ty:ty, $name:literal) => {
         impl $crate::storage::Storage for $ty {
@@ -21,7 +22,10 @@ macro_rules! impl_storage {
                 'a,
                 Result<$crate::storage::SendOutcome, StorageError>,
             > {
-                Box::pin(async move { self.reserve(&send).await })
+                Box::pin(async move {
+                    let _turn = self.gate.enter().await?;
+                    self.reserve(&send).await
+                })
             }
 
             fn release_send<'a>(
@@ -29,7 +33,10 @@ macro_rules! impl_storage {
                 phone: &'a PhoneNumber,
                 reservation: &'a $crate::storage::Reservation,
             ) -> futures_util::future::BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(self.release(phone, reservation))
+                Box::pin(async move {
+                    let _turn = self.gate.enter().await?;
+                    self.release(phone, reservation).await
+                })
             }
 
             fn check_code<'a>(
@@ -39,7 +46,10 @@ macro_rules! impl_storage {
                 'a,
                 Result<$crate::storage::CheckOutcome, StorageError>,
             > {
-                Box::pin(async move { self.check(&check).await })
+                Box::pin(async move {
+                    let _turn = self.gate.enter().await?;
+                    self.check(&check).await
+                })
             }
 
             fn take_attempt<'a>(
@@ -51,7 +61,10 @@ macro_rules! impl_storage {
                 'a,
                 Result<$crate::storage::AttemptOutcome, StorageError>,
             > {
-                Box::pin(self.take(phone, now, max_attempts))
+                Box::pin(async move {
+                    let _turn = self.gate.enter().await?;
+                    self.take(phone, now, max_attempts).await
+                })
             }
 
             fn finish_attempt<'a>(
@@ -62,7 +75,11 @@ macro_rules! impl_storage {
                 now: OffsetDateTime,
                 max_attempts: u32,
             ) -> futures_util::future::BoxFuture<'a, Result<bool, StorageError>> {
-                Box::pin(self.finish(phone, verification_id, result, now, max_attempts))
+                Box::pin(async move {
+                    let _turn = self.gate.enter().await?;
+                    self.finish(phone, verification_id, result, now, max_attempts)
+                        .await
+                })
             }
 
             fn purge<'a>(
@@ -93,6 +110,37 @@ use crate::domain::PhoneNumber;
 
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
+
+/// Lets as many requests at a time use the database as the pool has connections; the rest wait
+/// here, for at most the pool's acquire timeout, and then get the same error as a pool timeout.
+///
+/// The pool would queue them as well, but each request waiting in sqlx's pool holds a boxed query
+/// future of about 7 KB; a waiting semaphore permit costs a few bytes. With 256 concurrent users
+/// and 10 connections that is ~3.5 MB of heap (massif, in BENCHMARKS.md). A request holding a
+/// permit runs its statements one after another, so it never needs a second connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    /// Shared by clones of the storage, like the pool itself.
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+}
+
+impl Gate {
+    pub(crate) fn new(size: u32, timeout: Duration) -> Self {
+        Self {
+            turns: std::sync::Arc::new(tokio::sync::Semaphore::new(size.max(1) as usize)),
+            timeout,
+        }
+    }
+
+    async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StorageError> {
+        match tokio::time::timeout(self.timeout, self.turns.acquire()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            // The semaphore is never closed; a timeout is the pool's own timeout, one step early.
+            Ok(Err(_)) | Err(_) => Err(StorageError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+}
 
 /// Whether a send may start a verification or only renew an existing, unapproved one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,5 +571,24 @@ mod tests {
             ceil_secs(time::Duration::seconds(-3)),
             Duration::from_secs(1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_gate_answers_unavailable_after_the_acquire_timeout() {
+        let gate = Gate::new(1, Duration::from_secs(3));
+        let held = gate.enter().await.unwrap();
+        let waited = tokio::time::Instant::now();
+        let refused = gate.enter().await.unwrap_err();
+        assert!(matches!(
+            refused,
+            StorageError::Unavailable(sqlx::Error::PoolTimedOut)
+        ));
+        assert_eq!(waited.elapsed(), Duration::from_secs(3));
+
+        // A turn given back is taken by the next request at once.
+        drop(held);
+        let again = tokio::time::Instant::now();
+        let _turn = gate.enter().await.unwrap();
+        assert_eq!(again.elapsed(), Duration::ZERO);
     }
 }

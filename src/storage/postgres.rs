@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use sqlx::AssertSqlSafe;
 
 use super::{
-    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, Gate, HOUR, NewSend, RETRIES,
     Reservation, RowState, SendKind, SendOutcome, StorageError, cap_binds, classify_refused_check,
     classify_refused_send, counted_caps, filled_caps, refused_cap, window_start,
 };
@@ -23,6 +23,7 @@ static RESEND_SQL: OnceLock<String> = OnceLock::new();
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
     pool: PgPool,
+    gate: Gate,
 }
 
 // A send in one statement. The client IP's and the country's counters for this hour are taken
@@ -199,7 +200,10 @@ impl PostgresStorage {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            gate: Gate::new(max_connections, acquire_timeout),
+        })
     }
 
     async fn read_state(&self, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {

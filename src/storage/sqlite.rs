@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, HOUR, NewSend, RETRIES,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, Gate, HOUR, NewSend, RETRIES,
     Reservation, RowState, SendKind, SendOutcome, StorageError, classify_refused_check,
     classify_refused_send, counted_caps, filled_caps, until_next_window, window_start,
 };
@@ -20,6 +20,7 @@ use crate::domain::PhoneNumber;
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: SqlitePool,
+    gate: Gate,
 }
 
 const START_SEND: &str = r#"
@@ -185,7 +186,10 @@ impl SqliteStorage {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            gate: Gate::new(max_connections, acquire_timeout),
+        })
     }
 
     async fn read_state(&self, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
