@@ -115,8 +115,8 @@ pub use sqlite::SqliteStorage;
 /// here, for at most the pool's acquire timeout, and then get the same error as a pool timeout.
 ///
 /// The pool would queue them as well, but each request waiting in sqlx's pool holds a boxed query
-/// future of about 7 KB; a waiting semaphore permit costs a few bytes. With 256 concurrent users
-/// and 10 connections that is ~3.5 MB of heap (massif, in BENCHMARKS.md). A request holding a
+/// future of several KB; a request waiting here holds a few bytes. With 256 concurrent users and 10
+/// connections that was ~3.5 MB of heap and ~8 MiB of peak RSS (BENCHMARKS.md). A request holding a
 /// permit runs its statements one after another, so it never needs a second connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
