@@ -101,12 +101,12 @@ impl Application {
         let state = AppState {
             config: Arc::new(config.clone()),
             storage,
-            verifier,
+            verifier: Arc::new(verifier),
             messages: providers.messages,
             tokens: config
                 .verification_token_secret
                 .as_ref()
-                .map(|secret| TokenSigner::new(secret, config.verification_token_ttl)),
+                .map(|secret| Arc::new(TokenSigner::new(secret, config.verification_token_ttl))),
         };
         let router = http::router(state);
         let listener = TcpListener::bind(config.bind_addr)

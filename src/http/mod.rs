@@ -28,13 +28,15 @@ use crate::storage::Storage;
 use crate::token::TokenSigner;
 use crate::verification::Verifier;
 
+/// Cloned for every request by axum, so every field is behind an `Arc`: the verifier's settings
+/// (test numbers, templates) and the keys would otherwise be copied onto the heap per request.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<dyn Storage>,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
-    pub tokens: Option<TokenSigner>,
+    pub tokens: Option<Arc<TokenSigner>>,
     /// Sender for free-text messages (`POST /api/sms/send`).
     pub messages: Option<Arc<dyn SmsSender>>,
 }
