@@ -17,6 +17,8 @@
 #   POOL=""                  DATABASE_MAX_CONNECTIONS for the service (empty: its default, 10)
 #   SKIP_BUILD=1             use the binaries already built
 #   EXTRA=1 (default)        also run the half-rate verify-p99 check and the wrong-code/resend modes
+#   SOAK=1                   then run tools/soak.sh (FLOWS=200000 by default) into OUT_DIR/soak and
+#                            append its summary to results.md (about 1 more minute on this machine)
 # Whole matrix with the defaults: about 6 minutes after the build.
 set -euo pipefail
 
@@ -33,6 +35,7 @@ WARMUP=${WARMUP:-3}
 CEILING_MAX_CLIENTS=${CEILING_MAX_CLIENTS:-64}
 POOL=${POOL:-}
 EXTRA=${EXTRA:-1}
+SOAK=${SOAK:-0}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -135,5 +138,22 @@ if [[ $EXTRA == 1 ]]; then
 fi
 
 python3 "$root/tools/bench_report.py" "$out" > "$out/results.md"
+
+if [[ $SOAK == 1 ]]; then
+  # The soak last, on the binaries just used: it builds nothing and judges errors, not memory.
+  log "soak: tools/soak.sh (FLOWS=${FLOWS:-200000}) into $out/soak"
+  soak_status=0
+  CARGO_TARGET_DIR=$target SKIP_BUILD=1 "$root/tools/soak.sh" "$out/soak" > "$out/soak.out" 2>&1 \
+    || soak_status=$?
+  {
+    echo
+    echo "### Soak (tools/soak.sh, exit status $soak_status)"
+    echo
+    echo '```'
+    grep -E '^(flows:|errors:|RSS trend:|soak:)' "$out/soak.out" || true
+    echo '```'
+  } >> "$out/results.md"
+fi
+
 log "results: $out/results.md"
 cat "$out/results.md"
