@@ -17,7 +17,7 @@
 #   POOL=""                  DATABASE_MAX_CONNECTIONS for the service (empty: its default, 10)
 #   SKIP_BUILD=1             use the binaries already built
 #   EXTRA=1 (default)        also run the half-rate verify-p99 check and the wrong-code/resend modes
-#   SOAK=1                   then run tools/soak.sh (FLOWS=200000 by default) into OUT_DIR/soak and
+#   SOAK=1                   then run tools/soak.sh (FLOWS=200000, SOAK_USERS=64) into OUT_DIR/soak and
 #                            append its summary to results.md (about 1 more minute on this machine)
 # Whole matrix with the defaults: about 6 minutes after the build.
 set -euo pipefail
@@ -39,32 +39,16 @@ SOAK=${SOAK:-0}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=tools/lib.sh
+source "$root/tools/lib.sh"
 
 # --- build -------------------------------------------------------------------------------------
 python3 "$root/tools/ceiling/gen_flow_sql.py" --check
-if [[ -z ${SKIP_BUILD:-} ]]; then
-  log "building phone-verify (release) into $target"
-  (cd "$root" && CARGO_TARGET_DIR=$target cargo build --release --locked)
-  log "building tools/loadgen (release) into $target"
-  CARGO_TARGET_DIR=$target cargo build --release --locked --manifest-path "$root/tools/loadgen/Cargo.toml"
-fi
-svc=$target/release/phone-verify
-lg=$target/release/loadgen
-[[ -x $svc && -x $lg ]] || { echo "missing $svc or $lg" >&2; exit 1; }
+build_binaries
 
 # --- machine -------------------------------------------------------------------------------------
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "git: $(git -C "$root" rev-parse --short HEAD) ($(git -C "$root" rev-parse --abbrev-ref HEAD))"
-  echo "nproc: $(nproc)"
-  echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
-  echo "kernel: $(uname -r)"
-  echo "postgres: $(psql -Atqc 'select version()' -d postgres)"
-  echo "postgres settings: $(psql -Atqc "select string_agg(name || '=' || setting, ' ') from pg_settings where name in ('max_connections','shared_buffers','synchronous_commit','fsync','wal_sync_method','commit_delay')" -d postgres)"
-  echo "rustc: $(rustc --version)"
-  echo "knobs: USERS='$USERS' LATENCIES='$LATENCIES' BACKENDS='$BACKENDS' DURATION=$DURATION WARMUP=$WARMUP CEILING_MAX_CLIENTS=$CEILING_MAX_CLIENTS POOL='${POOL:-default}'"
-} | tee "$out/machine.txt" >&2
+describe_machine 1 "USERS='$USERS' LATENCIES='$LATENCIES' BACKENDS='$BACKENDS' DURATION=$DURATION WARMUP=$WARMUP CEILING_MAX_CLIENTS=$CEILING_MAX_CLIENTS POOL='${POOL:-default}'" \
+  | tee "$out/machine.txt" >&2
 
 pool_args=()
 [[ -n $POOL ]] && pool_args=(--service-env "DATABASE_MAX_CONNECTIONS=$POOL")
@@ -143,7 +127,9 @@ if [[ $SOAK == 1 ]]; then
   # The soak last, on the binaries just used: it builds nothing and judges errors, not memory.
   log "soak: tools/soak.sh (FLOWS=${FLOWS:-200000}) into $out/soak"
   soak_status=0
-  CARGO_TARGET_DIR=$target SKIP_BUILD=1 "$root/tools/soak.sh" "$out/soak" > "$out/soak.out" 2>&1 \
+  # USERS and WARMUP mean other things here (a list; the matrix's warm-up): give the soak its own.
+  USERS=${SOAK_USERS:-64} WARMUP=5 CARGO_TARGET_DIR=$target SKIP_BUILD=1 \
+    "$root/tools/soak.sh" "$out/soak" > "$out/soak.out" 2>&1 \
     || soak_status=$?
   {
     echo

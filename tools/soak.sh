@@ -45,6 +45,8 @@ MAX_SECS=${MAX_SECS:-3600}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 
 log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=tools/lib.sh
+source "$root/tools/lib.sh"
 
 case $BACKEND in
   postgres|sqlite) ;;
@@ -52,15 +54,7 @@ case $BACKEND in
 esac
 
 # --- build -------------------------------------------------------------------------------------
-if [[ -z ${SKIP_BUILD:-} ]]; then
-  log "building phone-verify (release) into $target"
-  (cd "$root" && CARGO_TARGET_DIR=$target cargo build --release --locked)
-  log "building tools/loadgen (release) into $target"
-  CARGO_TARGET_DIR=$target cargo build --release --locked --manifest-path "$root/tools/loadgen/Cargo.toml"
-fi
-svc=$target/release/phone-verify
-lg=$target/release/loadgen
-[[ -x $svc && -x $lg ]] || { echo "missing $svc or $lg" >&2; exit 1; }
+build_binaries
 
 # --- database ----------------------------------------------------------------------------------
 db="" sqlite_dir="" lg_pid=""
@@ -89,16 +83,9 @@ else
   url="sqlite://$sqlite_dir/pv.db"
 fi
 
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "git: $(git -C "$root" rev-parse --short HEAD) ($(git -C "$root" rev-parse --abbrev-ref HEAD))$(git -C "$root" diff --quiet HEAD -- src || echo ', src/ has uncommitted changes')"
-  echo "nproc: $(nproc)"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
-  echo "kernel: $(uname -r)"
-  [[ $BACKEND == postgres ]] && echo "postgres: $(psql -Atqc 'select version()' -d postgres)"
-  echo "rustc: $(rustc --version)"
-  echo "knobs: FLOWS=$FLOWS USERS=$USERS WARMUP=$WARMUP BACKEND=$BACKEND FAKE_LATENCY=$FAKE_LATENCY POOL='${POOL:-default}' MAX_SECS=$MAX_SECS"
-} > "$out/machine.txt"
+describe_machine "$([[ $BACKEND == postgres ]] && echo 1 || echo 0)" \
+  "FLOWS=$FLOWS USERS=$USERS WARMUP=$WARMUP BACKEND=$BACKEND FAKE_LATENCY=$FAKE_LATENCY POOL='${POOL:-default}' MAX_SECS=$MAX_SECS" \
+  > "$out/machine.txt"
 
 pool_args=()
 [[ -n $POOL ]] && pool_args=(--service-env "DATABASE_MAX_CONNECTIONS=$POOL")
