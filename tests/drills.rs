@@ -1,4 +1,5 @@
-//! Fault drills: the database going away under load, Twilio slow or down, SIGTERM under load.
+//! Fault drills: the database going away under load, Twilio slow or down, SIGTERM under load, and a
+//! soak of full flows.
 //! Each database drill runs its own Postgres cluster (initdb + pg_ctl on a free port), never the
 //! shared server. Its own test binary: these start processes and clusters.
 
@@ -16,6 +17,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer};
+
+/// The drills that time something share the machine with each other; the soak, which keeps both
+/// cores busy, runs alone so that it cannot make their bounds fail.
+static ONE_AT_A_TIME: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A Postgres cluster of the test's own, in a temporary directory.
 struct PrivatePostgres {
@@ -194,6 +199,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_under_load_fails_fast_and_recovers_without_a_restart() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let pg = PrivatePostgres::start();
     let db = pg.database();
     let app = spawn_on(
@@ -283,6 +289,7 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_a_restart()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_dead_twilio_blocks_no_verify_and_leaks_nothing() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let pg = PrivatePostgres::start();
     let db = pg.database();
     let app = spawn_on(&db, AppOptions::new().var("TWILIO_TIMEOUT_MS", 2000)).await;
@@ -427,6 +434,7 @@ fn sigterm(pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let pg = PrivatePostgres::start();
     let twilio = MockServer::start().await;
     // Each SMS takes a second: the sends are in flight when the signal comes.
@@ -493,6 +501,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_exits_0() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let pg = PrivatePostgres::start();
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
@@ -551,6 +560,7 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_ex
 /// `phone-verify send-test`: one SMS through the configured provider, and what happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_reports_a_sent_message_and_a_rejected_one_with_a_hint() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(helpers::message_created())
@@ -607,6 +617,7 @@ async fn send_test_reports_a_sent_message_and_a_rejected_one_with_a_hint() {
 /// `phone-verify healthcheck`: the container health probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_exits_0_only_while_the_service_answers() {
+    let _timed = ONE_AT_A_TIME.read().await;
     let twilio = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/pv.db", dir.path().display());
@@ -655,4 +666,159 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("SMS_PROVIDER"), "{stderr}");
+}
+
+/// Keeps the code of every SMS by its `To` number: the fake Twilio of the soak. (wiremock's own
+/// request log is off there: it would keep every request of the run.)
+#[derive(Clone, Default)]
+struct CodeCatcher(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl wiremock::Respond for CodeCatcher {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let form: std::collections::HashMap<String, String> =
+            serde_urlencoded::from_bytes(&request.body).unwrap_or_default();
+        if let (Some(to), Some(body)) = (form.get("To"), form.get("Body")) {
+            let code: String = body.chars().filter(char::is_ascii_digit).collect();
+            self.0.lock().unwrap().insert(to.clone(), code);
+        }
+        helpers::message_created()
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Flows of the soak drill; `tools/soak.sh` runs 200,000 and more against a release build and shows
+/// the memory curve (BENCHMARKS.md). Here, in CI on a debug build, the point is that a sustained run
+/// of full flows has no error at all and ends with a clean exit.
+const SOAK_FLOWS: usize = 20_000;
+const SOAK_USERS: usize = 32;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_of_full_flows_has_no_error_and_ends_with_exit_0() {
+    let _alone = ONE_AT_A_TIME.write().await;
+    let pg = PrivatePostgres::start();
+    let twilio = MockServer::builder()
+        .disable_request_recording()
+        .start()
+        .await;
+    let codes = CodeCatcher::default();
+    Mock::given(method("POST"))
+        .respond_with(codes.clone())
+        .mount(&twilio)
+        .await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let mut process = spawn_binary(
+        &url,
+        &twilio.uri(),
+        &[
+            ("MAX_SENDS_PER_COUNTRY_PER_HOUR", "0"),
+            ("CODE_HASH_SECRET", "soak-drill-code-hash-secret-0123456789"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, process.port).await;
+
+    let pid = process.child.id();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // RSS once a tenth of the flows have started, and at the end: printed for the log, not judged
+    // (the memory verdict belongs to the release-build soak in BENCHMARKS.md).
+    let early_rss = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let users = (0..SOAK_USERS).map(|_| {
+        let (client, codes, next) = (client.clone(), codes.clone(), next.clone());
+        let early_rss = early_rss.clone();
+        let base = format!("http://127.0.0.1:{}/api/auth/phone", process.port);
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= SOAK_FLOWS {
+                    return failures;
+                }
+                if n == SOAK_FLOWS / 10 {
+                    early_rss.store(vm_rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                }
+                // A fresh, valid New York number per flow: exchanges 200 and up, every line.
+                let phone = format!("+1212{}{:04}", 200 + n / 10_000, n % 10_000);
+                let sent = client
+                    .post(format!("{base}/send-code"))
+                    .json(&json!({"phone_number": phone}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == StatusCode::OK => {}
+                    other => {
+                        failures.push(format!("send {phone}: {other:?}"));
+                        continue;
+                    }
+                }
+                // The service answers 200 only after Twilio took the message: the code is here.
+                let code = codes.0.lock().unwrap().remove(&phone);
+                let Some(code) = code else {
+                    failures.push(format!("no SMS reached Twilio for {phone}"));
+                    continue;
+                };
+                let verified = client
+                    .post(format!("{base}/verify"))
+                    .json(&json!({"phone_number": phone, "code": code}))
+                    .send()
+                    .await;
+                match verified {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        if body["status"] != "approved" {
+                            failures.push(format!("verify {phone}: {body}"));
+                        }
+                    }
+                    other => failures.push(format!("verify {phone}: {other:?}")),
+                }
+            }
+        })
+    });
+    let users: Vec<_> = users.collect();
+    let failures: Vec<String> = join_all(users)
+        .await
+        .into_iter()
+        .flat_map(|user| user.unwrap())
+        .collect();
+    let late_rss = vm_rss_kib(pid);
+    let early_rss = early_rss.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "soak drill: {SOAK_FLOWS} flows, {} failed; VmRSS {early_rss} KiB after a tenth, {late_rss} KiB at the end",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {SOAK_FLOWS} flows failed, the first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let approved = client
+        .get(format!("http://127.0.0.1:{}/metrics", process.port))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("verifications_total{outcome=\"approved\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(approved, Some(SOAK_FLOWS as f64), "the service's own count");
+
+    sigterm(pid);
+    let status = tokio::task::spawn_blocking(move || process.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
 }
