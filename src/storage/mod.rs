@@ -116,7 +116,7 @@ pub use sqlite::SqliteStorage;
 ///
 /// The pool would queue them as well, but each request waiting in sqlx's pool holds a boxed query
 /// future of several KB; a request waiting here holds a few bytes. With 256 concurrent users and 10
-/// connections that was ~3.5 MB of heap and ~8 MiB of peak RSS (BENCHMARKS.md). A request holding a
+/// connections that was ~3.5 MB of heap and ~7 MiB of peak RSS (BENCHMARKS.md). A request holding a
 /// permit runs its statements one after another, so it never needs a second connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
