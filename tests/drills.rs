@@ -157,11 +157,12 @@ impl PrivatePostgres {
         );
     }
 
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
     fn database(&self) -> TestDatabase {
-        TestDatabase::existing(format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            self.port
-        ))
+        TestDatabase::existing(self.url())
     }
 }
 
@@ -381,7 +382,8 @@ struct Process {
     port: u16,
 }
 
-fn spawn_binary(database_url: &str, twilio: &str, extra: &[(&str, &str)]) -> Process {
+/// Starts the binary and waits until its `/readyz` says ready.
+async fn start_binary(database_url: &str, twilio: &str, extra: &[(&str, &str)]) -> Process {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_phone-verify"));
     command
@@ -402,9 +404,21 @@ fn spawn_binary(database_url: &str, twilio: &str, extra: &[(&str, &str)]) -> Pro
     for (k, v) in extra {
         command.env(k, v);
     }
-    Process {
+    let process = Process {
         child: command.spawn().expect("start the binary"),
         port,
+    };
+    wait_ready(&reqwest::Client::new(), port).await;
+    process
+}
+
+impl Process {
+    /// Waits for the process to end (after a signal) and returns how it ended.
+    async fn exited(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -442,10 +456,9 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
         .respond_with(helpers::message_created().set_delay(Duration::from_secs(1)))
         .mount(&twilio)
         .await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-    let mut process = spawn_binary(&url, &twilio.uri(), &[("SHUTDOWN_TIMEOUT_SECONDS", "10")]);
+    let url = pg.url();
+    let process = start_binary(&url, &twilio.uri(), &[("SHUTDOWN_TIMEOUT_SECONDS", "10")]).await;
     let client = reqwest::Client::new();
-    wait_ready(&client, process.port).await;
 
     let in_flight = join_all((0..8).map(|i| {
         let client = client.clone();
@@ -487,10 +500,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
             "an in-flight request was cut"
         );
     }
-    let status = tokio::task::spawn_blocking(move || process.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = process.exited().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         signalled.elapsed() < Duration::from_secs(10),
@@ -508,17 +518,17 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_ex
         .respond_with(helpers::message_created().set_delay(Duration::from_secs(30)))
         .mount(&twilio)
         .await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-    let mut process = spawn_binary(
+    let url = pg.url();
+    let process = start_binary(
         &url,
         &twilio.uri(),
         &[
             ("SHUTDOWN_TIMEOUT_SECONDS", "1"),
             ("TWILIO_TIMEOUT_MS", "60000"),
         ],
-    );
+    )
+    .await;
     let client = reqwest::Client::new();
-    wait_ready(&client, process.port).await;
     let port = process.port;
     let stuck = tokio::spawn(async move {
         client
@@ -540,10 +550,7 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_ex
 
     let signalled = Instant::now();
     sigterm(process.child.id());
-    let status = tokio::task::spawn_blocking(move || process.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = process.exited().await;
 
     assert!(status.success(), "exit status {status:?}");
     assert!(
@@ -621,9 +628,8 @@ async fn healthcheck_exits_0_only_while_the_service_answers() {
     let twilio = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/pv.db", dir.path().display());
-    let mut process = spawn_binary(&url, &twilio.uri(), &[]);
+    let process = start_binary(&url, &twilio.uri(), &[]).await;
     let port = process.port;
-    wait_ready(&reqwest::Client::new(), port).await;
     let probe = move || {
         Command::new(env!("CARGO_BIN_EXE_phone-verify"))
             .arg("healthcheck")
@@ -637,10 +643,7 @@ async fn healthcheck_exits_0_only_while_the_service_answers() {
 
     assert_eq!(tokio::task::spawn_blocking(probe).await.unwrap(), Some(0));
     sigterm(process.child.id());
-    tokio::task::spawn_blocking(move || process.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    process.exited().await;
     assert_eq!(tokio::task::spawn_blocking(probe).await.unwrap(), Some(1));
 }
 
@@ -716,17 +719,17 @@ async fn a_soak_of_full_flows_has_no_error_and_ends_with_exit_0() {
         .respond_with(codes.clone())
         .mount(&twilio)
         .await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-    let mut process = spawn_binary(
+    let url = pg.url();
+    let process = start_binary(
         &url,
         &twilio.uri(),
         &[
             ("MAX_SENDS_PER_COUNTRY_PER_HOUR", "0"),
             ("CODE_HASH_SECRET", "soak-drill-code-hash-secret-0123456789"),
         ],
-    );
+    )
+    .await;
     let client = reqwest::Client::new();
-    wait_ready(&client, process.port).await;
 
     let pid = process.child.id();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -816,9 +819,6 @@ async fn a_soak_of_full_flows_has_no_error_and_ends_with_exit_0() {
     assert_eq!(approved, Some(SOAK_FLOWS as f64), "the service's own count");
 
     sigterm(pid);
-    let status = tokio::task::spawn_blocking(move || process.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = process.exited().await;
     assert!(status.success(), "exit status {status:?}");
 }
