@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::{PhoneNumber, VerificationCode};
-use crate::sms::{self, SmsError};
+use crate::sms::SmsError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,7 +43,7 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
             return 2;
         }
     };
-    let providers = match sms::from_config(config) {
+    let providers = match config.sms.providers() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("send-test: {e:#}");
@@ -53,7 +53,7 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
     let sender = &providers.codes;
     println!("provider: {}", sender.name());
     println!("to:       {}", phone.masked());
-    let code = VerificationCode::generate(config.code_length);
+    let code = VerificationCode::generate(config.verification.code_length);
     let result = if sender.checks_codes() {
         sender.send_code(&phone, None).await
     } else {
@@ -95,7 +95,7 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
 
 /// `healthcheck`: GET /healthz on the configured port over loopback.
 pub async fn healthcheck(config: &Config) -> u8 {
-    let port = config.bind_addr.port();
+    let port = config.http.bind_addr.port();
     let url = format!("http://127.0.0.1:{port}/healthz");
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(3))

@@ -13,10 +13,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{AppEnv, Config};
 use crate::domain::{CodeHasher, PhoneNumber};
 use crate::http::{self, AppState};
-use crate::sms;
-use crate::storage::{self, Storage};
-use crate::token::TokenSigner;
-use crate::verification::{Settings, Verifier};
+use crate::storage::Storage;
+use crate::verification::Verifier;
 
 /// When `main` began, so the logged `startup_ms` covers the whole start-up, not just `build`.
 static PROCESS_STARTED: OnceLock<Instant> = OnceLock::new();
@@ -44,7 +42,16 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        if config.code_hash_secret_is_default {
+        let Config {
+            app_env,
+            http: http_settings,
+            database,
+            sms: sms_settings,
+            verification,
+            token,
+            log_format: _,
+        } = config;
+        if verification.code_hash_secret_is_default() {
             tracing::warn!(
                 "CODE_HASH_SECRET is not set: codes are hashed with a public development key. \
                  Set it to 32+ random bytes before real use (APP_ENV=production requires it)."
@@ -57,69 +64,53 @@ impl Application {
         // blocking threads while the database connection and migrations, mostly waiting on the
         // network, go on here: start-up takes the longest of the three, not their sum.
         let warm_up = tokio::task::spawn_blocking(PhoneNumber::warm_up);
-        let providers = tokio::task::spawn_blocking({
-            let config = config.clone();
-            move || sms::from_config(&config)
-        });
-        let storage = storage::connect(
-            &config.database_url,
-            config.database_max_connections,
-            config.database_acquire_timeout,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at DATABASE_URL ({})",
-                redact_url(&config.database_url)
-            )
-        })?;
+        let providers = tokio::task::spawn_blocking(move || sms_settings.providers());
+        let storage = database.connect().await?;
         let providers = providers.await??;
         warm_up.await?;
         let sender = providers.codes.clone();
         tracing::info!(
             provider = sender.name(),
             storage = storage.backend(),
-            env = ?config.app_env,
+            env = ?app_env,
             "SMS provider selected"
         );
-        if config.app_env == AppEnv::Development && sender.name() == "console" {
+        if app_env == AppEnv::Development && sender.name() == "console" {
             tracing::info!("console provider: codes are written to this log instead of being sent");
         }
 
+        let purge_task = spawn_purge(
+            storage.clone(),
+            clock.clone(),
+            database.retention.max(verification.code_ttl),
+        );
         let verifier = Verifier::new(
             storage.clone(),
             sender,
-            clock.clone(),
-            CodeHasher::new(config.code_hash_key()),
-            Settings::from(&config),
-        );
-        let purge_task = spawn_purge(
-            storage.clone(),
             clock,
-            config.data_retention.max(config.code_ttl),
+            CodeHasher::new(verification.code_hash_key()),
+            verification,
         );
+        let listener = TcpListener::bind(http_settings.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on BIND_ADDR {}", http_settings.bind_addr))?;
+        let addr = listener.local_addr()?;
+        let drain_timeout = http_settings.shutdown_timeout;
         let state = AppState {
-            config: Arc::new(config.clone()),
+            settings: Arc::new(http_settings),
             storage,
             verifier: Arc::new(verifier),
             messages: providers.messages,
-            tokens: config
-                .verification_token_secret
-                .as_ref()
-                .map(|secret| Arc::new(TokenSigner::new(secret, config.verification_token_ttl))),
+            tokens: token.signer().map(Arc::new),
         };
         let router = http::router(state);
-        let listener = TcpListener::bind(config.bind_addr)
-            .await
-            .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
-        let addr = listener.local_addr()?;
         tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "listening");
         Ok(Self {
             listener,
             router,
             addr,
             purge_task,
-            drain_timeout: config.shutdown_timeout,
+            drain_timeout,
         })
     }
 
@@ -194,17 +185,6 @@ fn spawn_purge(
             }
         }
     })
-}
-
-/// The URL without its password, for error messages.
-fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,25 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::LogFormat;
+use crate::config::{ConfigError, Vars};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT`: `pretty` (the default) or `json`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(vars
+            .choice(
+                "LOG_FORMAT",
+                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            )?
+            .unwrap_or(LogFormat::Pretty))
+    }
+}
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=info";
 

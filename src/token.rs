@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::config::{ConfigError, Vars};
 use crate::domain::PhoneNumber;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,36 @@ pub struct Claims {
     /// The verification's id: lets a consumer refuse a token it has seen before.
     pub jti: String,
     pub phone_number_verified: bool,
+}
+
+/// `VERIFICATION_TOKEN_SECRET` (enables tokens) and `VERIFICATION_TOKEN_TTL_SECONDS`.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub secret: Option<SecretString>,
+    pub ttl: Duration,
+}
+
+impl TokenSettings {
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        let secret = vars.string("VERIFICATION_TOKEN_SECRET");
+        if secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError::new(
+                "VERIFICATION_TOKEN_SECRET",
+                "must be at least 32 bytes (HS256 key)",
+            ));
+        }
+        Ok(Self {
+            secret: secret.map(SecretString::from),
+            ttl: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", 900, 1, 86_400 * 30)?,
+        })
+    }
+
+    /// The signer, when a secret is set.
+    pub fn signer(&self) -> Option<TokenSigner> {
+        self.secret
+            .as_ref()
+            .map(|secret| TokenSigner::new(secret, self.ttl))
+    }
 }
 
 #[derive(Clone)]

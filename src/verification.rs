@@ -2,7 +2,6 @@
 //! storage and the SMS provider, in the order that keeps the limits and the "failed send leaves no
 //! usable code" rule true.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,11 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod settings;
+
+pub use settings::{DEVELOPMENT_CODE_HASH_SECRET, VerificationSettings};
+
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::{Error, SendCap};
 use crate::sms::{ProviderVerdict, SmsSender};
@@ -20,42 +22,6 @@ use crate::storage::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
     SendKind, SendOutcome, Storage,
 };
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub code_length: usize,
-    pub code_ttl: Duration,
-    pub max_verify_attempts: u32,
-    pub resend_cooldown: Duration,
-    pub max_sends_per_hour: u32,
-    /// E.164 number → fixed code; no SMS goes to these numbers.
-    pub test_numbers: HashMap<String, String>,
-    pub allowed_countries: Option<Vec<String>>,
-    /// 0: not counted.
-    pub max_sends_per_ip_per_hour: u32,
-    /// 0: not counted.
-    pub max_sends_per_country_per_hour: u32,
-}
-
-impl From<&Config> for Settings {
-    fn from(c: &Config) -> Self {
-        Self {
-            code_length: c.code_length,
-            code_ttl: c.code_ttl,
-            max_verify_attempts: c.max_verify_attempts,
-            resend_cooldown: c.resend_cooldown,
-            max_sends_per_hour: c.max_sends_per_hour,
-            test_numbers: c
-                .test_phone_numbers
-                .iter()
-                .map(|(n, code)| (n.to_string(), code.clone()))
-                .collect(),
-            allowed_countries: c.allowed_countries.clone(),
-            max_sends_per_ip_per_hour: c.max_sends_per_ip_per_hour,
-            max_sends_per_country_per_hour: c.max_sends_per_country_per_hour,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct CodeSent {
@@ -77,7 +43,7 @@ pub struct Verifier {
     sms: Arc<dyn SmsSender>,
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
-    settings: Settings,
+    settings: VerificationSettings,
 }
 
 impl Verifier {
@@ -86,7 +52,7 @@ impl Verifier {
         sms: Arc<dyn SmsSender>,
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,
-        settings: Settings,
+        settings: VerificationSettings,
     ) -> Self {
         Self {
             storage,
@@ -97,7 +63,7 @@ impl Verifier {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &VerificationSettings {
         &self.settings
     }
 

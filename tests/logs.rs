@@ -43,7 +43,7 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
     let capture = Capture::default();
     // Debug level, so even detailed events are searched.
     phone_verify::telemetry::init_with_filter(
-        phone_verify::config::LogFormat::Json,
+        phone_verify::telemetry::LogFormat::Json,
         tracing_subscriber::EnvFilter::new("debug,hyper=info,h2=info,wiremock=info"),
         capture.clone(),
     );

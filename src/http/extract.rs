@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::config::MAX_BODY_BYTES;
+use super::MAX_BODY_BYTES;
 use crate::error::Error;
 
 pub struct AppJson<T>(pub T);

@@ -52,7 +52,7 @@ pub struct SendSmsResponse {
 
 /// Compares the bearer token in constant time, so its bytes cannot be guessed from response times.
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &state.config.internal_api_token else {
+    let Some(expected) = &state.settings.internal_api_token else {
         return false;
     };
     let Some(given) = headers

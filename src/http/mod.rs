@@ -6,7 +6,10 @@ pub mod internal;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
+mod settings;
 pub mod verifications;
+
+pub use settings::HttpSettings;
 
 use std::sync::Arc;
 
@@ -21,7 +24,6 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::{Config, MAX_BODY_BYTES};
 use crate::error::Error;
 use crate::sms::SmsSender;
 use crate::storage::Storage;
@@ -32,7 +34,7 @@ use crate::verification::Verifier;
 /// (test numbers, templates) and the keys would otherwise be copied onto the heap per request.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    pub settings: Arc<HttpSettings>,
     pub storage: Arc<dyn Storage>,
     pub verifier: Arc<Verifier>,
     /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
@@ -40,6 +42,9 @@ pub struct AppState {
     /// Sender for free-text messages (`POST /api/sms/send`).
     pub messages: Option<Arc<dyn SmsSender>>,
 }
+
+/// The largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -63,8 +68,8 @@ async fn scope_request_id(
 
 /// Browsers may call from the configured origins only; with none configured, no CORS headers are
 /// sent and browsers block cross-origin calls.
-fn cors(config: &Config) -> CorsLayer {
-    let origins: Vec<HeaderValue> = config
+fn cors(settings: &HttpSettings) -> CorsLayer {
+    let origins: Vec<HeaderValue> = settings
         .cors_allowed_origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
@@ -96,17 +101,17 @@ async fn time_limit(
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = cors(&state.config);
+    let cors = cors(&state.settings);
     // Verification answers must never be cached by a browser or a proxy.
     let mut api = verifications::router();
-    if state.config.internal_api_token.is_some() {
+    if state.settings.internal_api_token.is_some() {
         api = api.merge(internal::router());
     }
-    if state.config.rate_limit_per_ip_per_minute > 0 {
+    if state.settings.rate_limit_per_ip_per_minute > 0 {
         api = rate_limit::limit(
             api,
-            state.config.rate_limit_per_ip_per_minute,
-            state.config.trust_proxy_headers,
+            state.settings.rate_limit_per_ip_per_minute,
+            state.settings.trust_proxy_headers,
         );
     }
     let api = api.layer(SetResponseHeaderLayer::overriding(

@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(ClientIp(client_ip(
             &parts.headers,
             peer,
-            state.config.trust_proxy_headers,
+            state.settings.trust_proxy_headers,
         )))
     }
 }

@@ -1,19 +1,19 @@
 //! Sending SMS: one trait, one implementation per provider.
 
 mod console;
+mod settings;
 mod twilio;
 mod twilio_messaging;
 mod twilio_verify;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{Config, SmsProviderKind};
 use crate::domain::{PhoneNumber, VerificationCode};
 
 pub use console::ConsoleSender;
+pub use settings::{Providers, SmsProviderKind, SmsSettings, TwilioSettings};
 pub use twilio_messaging::TwilioMessagingSender;
 pub use twilio_verify::TwilioVerifySender;
 
@@ -95,60 +95,6 @@ pub trait SmsSender: Send + Sync + 'static {
         to: &'a PhoneNumber,
         body: &'a str,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>>;
-}
-
-/// The configured providers: one for codes, one for free-text messages (the internal endpoint).
-#[derive(Clone)]
-pub struct Providers {
-    pub codes: Arc<dyn SmsSender>,
-    /// `None` with the Verify provider and no `TWILIO_PHONE_NUMBER`.
-    pub messages: Option<Arc<dyn SmsSender>>,
-}
-
-/// Builds the senders that the configuration asks for, sharing one HTTP client.
-pub fn from_config(config: &Config) -> anyhow::Result<Providers> {
-    let template = config.sms_template.clone();
-    if config.sms_provider == SmsProviderKind::Console {
-        let console: Arc<dyn SmsSender> = Arc::new(ConsoleSender::new(template));
-        return Ok(Providers {
-            codes: console.clone(),
-            messages: Some(console),
-        });
-    }
-    let twilio = config
-        .twilio
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("Twilio credentials are missing"))?;
-    let client = twilio::TwilioClient::new(twilio)?;
-    let messaging: Option<Arc<dyn SmsSender>> = match &twilio.phone_number {
-        Some(from) => Some(Arc::new(TwilioMessagingSender::new(
-            client.clone(),
-            &twilio.api_base_url,
-            from.clone(),
-            template,
-        ))),
-        None => None,
-    };
-    let codes: Arc<dyn SmsSender> = match config.sms_provider {
-        SmsProviderKind::TwilioVerify => {
-            let service = twilio
-                .verify_service_sid
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("TWILIO_VERIFY_SERVICE_SID is not set"))?;
-            Arc::new(TwilioVerifySender::new(
-                client,
-                &twilio.verify_base_url,
-                &service,
-            ))
-        }
-        _ => messaging
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("TWILIO_PHONE_NUMBER is not set"))?,
-    };
-    Ok(Providers {
-        codes,
-        messages: messaging,
-    })
 }
 
 /// The SMS text for a code.

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::SmsError;
-use crate::config::TwilioConfig;
+use super::TwilioSettings;
 
 /// The longest backoff between two tries, whatever `Retry-After` says: a user is waiting.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -139,7 +139,7 @@ impl std::fmt::Debug for TwilioClient {
 }
 
 impl TwilioClient {
-    pub fn new(config: &TwilioConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &TwilioSettings) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)

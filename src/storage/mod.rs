@@ -98,6 +98,7 @@ macro_rules! impl_storage {
 use impl_storage;
 
 mod postgres;
+mod settings;
 mod sqlite;
 
 use std::time::Duration;
@@ -109,6 +110,7 @@ use uuid::Uuid;
 use crate::domain::PhoneNumber;
 
 pub use postgres::PostgresStorage;
+pub use settings::DatabaseSettings;
 pub use sqlite::SqliteStorage;
 
 /// Lets as many requests at a time use the database as the pool has connections; the rest wait

@@ -458,7 +458,7 @@ impl TestApp {
 /// Tests are quiet unless `TEST_LOG=1`.
 fn init_test_logging() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1" || v == "true") {
-        phone_verify::telemetry::init(phone_verify::config::LogFormat::Pretty, std::io::stdout);
+        phone_verify::telemetry::init(phone_verify::telemetry::LogFormat::Pretty, std::io::stdout);
     }
 }
 

@@ -108,7 +108,7 @@ fn the_default_base_urls_are_the_servers_twilio_publishes() {
             .collect::<std::collections::HashMap<&str, &str>>(),
     )
     .unwrap();
-    let twilio = config.twilio.unwrap();
+    let twilio = config.sms.twilio.unwrap();
     assert_eq!(messages["servers"][0]["url"], twilio.api_base_url.as_str());
     assert_eq!(verify["servers"][0]["url"], twilio.verify_base_url.as_str());
 }
