@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod signature;
 pub mod sms;
 pub mod startup;
 pub mod storage;
