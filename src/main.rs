@@ -1,3 +1,5 @@
+//! The `phone-verify` binary: reads the configuration, then serves or runs a command of `cli`.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,3 +1,5 @@
+//! `PhoneNumber`: a valid E.164 number, parsed with libphonenumber's metadata (and a cache of recent parses).
+
 use std::fmt;
 use std::sync::OnceLock;
 

@@ -1,3 +1,5 @@
+//! `VerificationCode` (N random digits, hidden from `Debug`) and `CodeHasher` (its HMAC, bound to the number).
+
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};

@@ -1,3 +1,5 @@
+//! The console provider: writes each message to the log instead of sending it (development).
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 

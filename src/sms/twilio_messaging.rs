@@ -1,3 +1,5 @@
+//! The Twilio Messaging provider: our own code (or free text) as an SMS through `Messages.json`.
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;

@@ -1,3 +1,5 @@
+//! The Twilio Verify provider: Twilio makes, sends and checks the code.
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use reqwest::StatusCode;

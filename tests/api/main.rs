@@ -14,6 +14,7 @@ mod security;
 mod sms_failures;
 mod storage;
 mod test_numbers;
+mod tidy;
 mod twilio_contract;
 mod twilio_messaging;
 mod twilio_verify;
