@@ -1,7 +1,9 @@
 //! Domain types that can only hold valid values.
 
+mod message;
 mod phone_number;
 mod verification_code;
 
+pub use message::{Channel, MessageStatus};
 pub use phone_number::{PhoneNumber, PhoneNumberError};
 pub use verification_code::{CodeHasher, VerificationCode, VerificationCodeError};
