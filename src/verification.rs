@@ -73,7 +73,7 @@ pub struct Verified {
 
 #[derive(Clone)]
 pub struct Verifier {
-    storage: Arc<dyn Storage>,
+    storage: Storage,
     sms: Arc<dyn SmsSender>,
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
@@ -82,7 +82,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Storage,
         sms: Arc<dyn SmsSender>,
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,

@@ -33,7 +33,8 @@ use crate::verification::Verifier;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub storage: Arc<dyn Storage>,
+    /// Shared handles inside (pool and gate), so a clone copies no heap data either.
+    pub storage: Storage,
     pub verifier: Arc<Verifier>,
     /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
     pub tokens: Option<Arc<TokenSigner>>,
