@@ -168,11 +168,7 @@ impl Application {
     }
 }
 
-fn spawn_purge(
-    storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
-    retention: Duration,
-) -> JoinHandle<()> {
+fn spawn_purge(storage: Storage, clock: Arc<dyn Clock>, retention: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PURGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -39,7 +39,7 @@ pub struct Verified {
 
 #[derive(Clone)]
 pub struct Verifier {
-    storage: Arc<dyn Storage>,
+    storage: Storage,
     sms: Arc<dyn SmsSender>,
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
@@ -48,7 +48,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(
-        storage: Arc<dyn Storage>,
+        storage: Storage,
         sms: Arc<dyn SmsSender>,
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,

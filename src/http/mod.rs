@@ -35,7 +35,8 @@ use crate::verification::Verifier;
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<HttpSettings>,
-    pub storage: Arc<dyn Storage>,
+    /// Shared handles inside (pool and gate), so a clone copies no heap data either.
+    pub storage: Storage,
     pub verifier: Arc<Verifier>,
     /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
     pub tokens: Option<Arc<TokenSigner>>,

@@ -38,7 +38,7 @@ impl DatabaseSettings {
     }
 
     /// Opens the database (creating an SQLite file and its directory if needed) and migrates it.
-    pub async fn connect(&self) -> anyhow::Result<std::sync::Arc<dyn super::Storage>> {
+    pub async fn connect(&self) -> anyhow::Result<super::Storage> {
         super::connect(&self.url, self.max_connections, self.acquire_timeout)
             .await
             .with_context(|| {

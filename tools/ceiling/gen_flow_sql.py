@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Generates tools/ceiling/flow.sql, the pgbench script for the database ceiling, from the SQL the
-service runs per flow, taken verbatim from src/storage/postgres.rs:
+service runs per flow on Postgres, taken verbatim from src/storage/:
 
-  send   = COUNTERS + START_SEND   (PostgresStorage::reserve, one statement)
-  verify = CHECK_CODE              (PostgresStorage::check, one statement)
+  send   = PG_COUNTERS + PG_START_SEND  (counters.rs, verifications/send.rs: Storage::reserve_send
+                                         on Postgres, one statement)
+  verify = CHECK_CODE                   (verifications/mod.rs: Storage::check_code, one statement)
 
 Each $n placeholder becomes a pgbench variable with an explicit cast to the type sqlx binds for it
 (sqlx sends typed parameters; pgbench -M prepared sends untyped ones, so the cast gives the server
-the same parameter types and therefore the same plan).
+the same parameter types and therefore the same plan). The type follows from the `Param` variant
+(src/storage/db.rs binds each one as one Postgres type).
 
-The binds are read from reserve() and check() too, and each bind expression must be one this
-script knows: if postgres.rs changes its SQL or its binds, `--check` fails (bench.sh runs it) or
-the mapping below must be updated on purpose.
+The binds are read from the `let params = [...]` lists of reserve_send() and check_code() too, and each bind
+expression must be one this script knows: if the statements or their binds change, `--check` fails
+(bench.sh runs it) or the mapping below must be updated on purpose.
 
   python3 tools/ceiling/gen_flow_sql.py          # rewrite flow.sql
   python3 tools/ceiling/gen_flow_sql.py --check  # exit 1 if flow.sql is out of date
@@ -22,108 +24,130 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "src" / "storage" / "postgres.rs"
+STORAGE = ROOT / "src" / "storage"
+SOURCES = [STORAGE / "counters.rs", STORAGE / "verifications" / "send.rs", STORAGE / "verifications" / "mod.rs"]
 TARGET = ROOT / "tools" / "ceiling" / "flow.sql"
+FROM = "src/storage/counters.rs and src/storage/verifications/"
 
-# bind expression in postgres.rs -> (pgbench variable, SQL type of the Rust value sqlx binds)
+# Param variant -> the Postgres type db.rs binds it as
+PARAM_TYPES = {
+    "Text": "text",  # &str
+    "Int4": "int4",  # i32
+    "Int8": "int8",  # i64
+    "Bool": "bool",
+    "Uuid": "uuid",
+    "Bytes": "bytea",  # Option<&[u8]>
+    "Time": "timestamptz",  # OffsetDateTime
+}
+
+# bind expression -> pgbench variable
 SEND_BINDS = {
-    "send.phone.as_ref()": ("phone", "text"),  # &str
-    "send.new_verification_id": ("vid", "uuid"),  # Uuid
-    "send.code_hash.as_deref()": ("hash", "bytea"),  # Option<&[u8]>
-    "send.expires_at": ("expires", "timestamptz"),  # OffsetDateTime
-    "send.send_id": ("sid", "uuid"),  # Uuid
-    "send.now": ("now", "timestamptz"),
-    "send.now - send.cooldown": ("cooldown_start", "timestamptz"),
-    "send.now - HOUR": ("hour_ago", "timestamptz"),
-    "i64::from(send.max_sends_per_hour)": ("max_sends", "int8"),
-    "ip_key": ("ip_key", "text"),  # &str, "" with the IP cap off
-    "ip_max": ("ip_max", "int8"),  # i64, 0 = off
-    "window": ("window", "timestamptz"),
-    "country_key": ("country_key", "text"),
-    "country_max": ("country_max", "int8"),
+    "send.phone.as_ref()": "phone",
+    "send.new_verification_id": "vid",
+    "send.code_hash.as_deref()": "hash",
+    "send.expires_at": "expires",
+    "send.send_id": "sid",
+    "send.now": "now",
+    "send.now - send.cooldown": "cooldown_start",
+    "send.now - HOUR": "hour_ago",
+    "i64::from(send.max_sends_per_hour)": "max_sends",
+    "ip_key": "ip_key",  # "" with the IP cap off
+    "ip_max": "ip_max",  # 0 = off
+    "window": "window",
+    "country_key": "country_key",
+    "country_max": "country_max",
 }
 CHECK_BINDS = {
-    "check.phone.as_ref()": ("phone", "text"),
-    "&check.code_hash": ("hash", "bytea"),  # Vec<u8>
-    "check.now": ("now", "timestamptz"),
-    "check.max_attempts as i32": ("max_attempts", "int4"),
+    "check.phone.as_ref()": "phone",
+    "Some(&check.code_hash)": "hash",
+    "check.now": "now",
+    "check.max_attempts as i32": "max_attempts",
 }
 
 
 def die(msg):
-    sys.exit(f"gen_flow_sql: {msg}\n  (src/storage/postgres.rs changed? update tools/ceiling/gen_flow_sql.py)")
+    sys.exit(f"gen_flow_sql: {msg}\n  (src/storage/ changed? update tools/ceiling/gen_flow_sql.py)")
 
 
 def constants(src):
-    found = dict(re.findall(r'const (\w+): &str = r#"(.*?)"#;', src, re.S))
-    for name in ("COUNTERS", "START_SEND", "CHECK_CODE"):
+    # Postgres-only statements are `&str`; CHECK_CODE must stay one text for both dialects.
+    found = dict(re.findall(r'const (PG_\w+): &str = r#"(.*?)"#;', src, re.S))
+    found.update(re.findall(r'const (\w+): Sql = Sql::same\(\s*r#"(.*?)"#,?\s*\);', src, re.S))
+    for name in ("PG_COUNTERS", "PG_START_SEND", "CHECK_CODE"):
         if name not in found:
             die(f"constant {name} not found")
     return found
 
 
 def fn_body(src, name):
-    m = re.search(rf"\n    (?:pub )?async fn {name}\(", src)
+    m = re.search(rf"\n( *)(?:pub(?:\([^)]*\))? )?async fn {name}\(", src)
     if not m:
         die(f"fn {name} not found")
-    end = src.find("\n    }\n", m.end())
+    end = src.find(f"\n{m.group(1)}}}\n", m.end())
     return src[m.start() : end]
 
 
-def binds(body, terminator):
-    stmt = body[: body.find(terminator)]
+def binds(body, mapping, what):
+    m = re.search(r"let params = \[\n(.*?)\n\s*\];", body, re.S)
+    if not m:
+        die(f"{what}: no `let params = [...]` list")
     out = []
-    for line in stmt.splitlines():
+    for line in m.group(1).splitlines():
         line = line.strip()
-        if line.startswith(".bind(") and line.endswith(")"):
-            out.append(line[len(".bind(") : -1])
+        if not line or line.startswith("//"):
+            continue
+        item = re.fullmatch(r"Param::(\w+)\((.*)\),", line)
+        if not item:
+            die(f"{what}: cannot read bind `{line}`")
+        variant, expr = item.groups()
+        if variant not in PARAM_TYPES:
+            die(f"{what}: unknown Param variant `{variant}`")
+        if expr not in mapping:
+            die(f"{what}: unknown bind expression `{expr}`")
+        out.append((expr, (mapping[expr], PARAM_TYPES[variant])))
     return out
 
 
-def substitute(sql, bind_exprs, mapping, what):
+def substitute(sql, bound, what):
     used = sorted({int(n) for n in re.findall(r"\$(\d+)", sql)})
-    if used != list(range(1, len(bind_exprs) + 1)):
-        die(f"{what}: placeholders {used} do not match {len(bind_exprs)} binds")
-    params = []
-    for expr in bind_exprs:
-        if expr not in mapping:
-            die(f"{what}: unknown bind expression `{expr}`")
-        params.append(mapping[expr])
+    if used != list(range(1, len(bound) + 1)):
+        die(f"{what}: placeholders {used} do not match {len(bound)} binds")
+    params = [p for _, p in bound]
 
     def repl(m):
         var, typ = params[int(m.group(1)) - 1]
         return f":{var}::{typ}"
 
-    return re.sub(r"\$(\d+)", repl, sql), params
+    return re.sub(r"\$(\d+)", repl, sql)
 
 
 def generate():
-    src = SOURCE.read_text()
+    src = "\n".join(path.read_text() for path in SOURCES)
     c = constants(src)
-    if 'format!("{COUNTERS}{START_SEND}")' not in fn_body(src, "reserve"):
-        die("reserve() no longer runs COUNTERS + START_SEND")
-    if "sqlx::query_as(CHECK_CODE)" not in fn_body(src, "check"):
-        die("check() no longer runs CHECK_CODE")
-    send_binds = binds(fn_body(src, "reserve"), ".fetch_one(")
-    check_binds = binds(fn_body(src, "check"), ".fetch_optional(")
-    send_sql, send_params = substitute(c["COUNTERS"] + c["START_SEND"], send_binds, SEND_BINDS, "send")
-    check_sql, check_params = substitute(c["CHECK_CODE"], check_binds, CHECK_BINDS, "verify")
+    if 'format!("{PG_COUNTERS}{PG_START_SEND}")' not in fn_body(src, "send_postgres"):
+        die("send_postgres() no longer runs PG_COUNTERS + PG_START_SEND")
+    if "send_postgres(pool, send, &params, window)" not in fn_body(src, "reserve_send"):
+        die("reserve_send() no longer passes all its params to send_postgres()")
+    if "db.fetch_optional(CHECK_CODE, &params)" not in fn_body(src, "check_code"):
+        die("check_code() no longer runs CHECK_CODE")
+    send_binds = binds(fn_body(src, "reserve_send"), SEND_BINDS, "send")
+    check_binds = binds(fn_body(src, "check_code"), CHECK_BINDS, "verify")
+    send_sql = substitute(c["PG_COUNTERS"] + c["PG_START_SEND"], send_binds, "send")
+    check_sql = substitute(c["CHECK_CODE"], check_binds, "verify")
 
-    def bind_doc(exprs, params):
-        return "\n".join(
-            f"--   ${i}: {e}  ->  :{v}::{t}" for i, (e, (v, t)) in enumerate(zip(exprs, params), 1)
-        )
+    def bind_doc(bound):
+        return "\n".join(f"--   ${i}: {e}  ->  :{v}::{t}" for i, (e, (v, t)) in enumerate(bound, 1))
 
-    return f"""-- GENERATED by tools/ceiling/gen_flow_sql.py from src/storage/postgres.rs: do not edit.
--- One pgbench transaction = one flow = the two statements the service runs per flow, in autocommit
--- like the service: the send (COUNTERS + START_SEND, as PostgresStorage::reserve runs it) and the
--- verify (CHECK_CODE, as PostgresStorage::check runs it). Run with -M prepared over TCP; run.sh
+    return f"""-- GENERATED by tools/ceiling/gen_flow_sql.py from {FROM}: do not edit.
+-- One pgbench transaction = one flow = the two statements the service runs per flow on Postgres, in
+-- autocommit like the service: the send (PG_COUNTERS + PG_START_SEND, as Storage::reserve_send runs
+-- it) and the verify (CHECK_CODE, as Storage::check_code runs it). Run with -M prepared over TCP; run.sh
 -- passes the -D variables (times computed like the service's binds, caps off as in the benchmark).
 --
 -- send binds:
-{bind_doc(send_binds, send_params)}
+{bind_doc(send_binds)}
 -- verify binds:
-{bind_doc(check_binds, check_params)}
+{bind_doc(check_binds)}
 --
 -- A fresh number per flow, unique across clients: :base + client_id * 10^8 + a per-client counter.
 \\set seq :seq + 1
@@ -137,9 +161,9 @@ def main():
     text = generate()
     if "--check" in sys.argv[1:]:
         if not TARGET.exists() or TARGET.read_text() != text:
-            sys.exit("gen_flow_sql: tools/ceiling/flow.sql is out of date with src/storage/postgres.rs; "
+            sys.exit(f"gen_flow_sql: tools/ceiling/flow.sql is out of date with {FROM}; "
                      "run python3 tools/ceiling/gen_flow_sql.py")
-        print("flow.sql matches src/storage/postgres.rs")
+        print(f"flow.sql matches {FROM}")
     else:
         TARGET.write_text(text)
         print(f"wrote {TARGET.relative_to(ROOT)}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The database ceiling: pgbench running exactly the service's per-flow SQL (flow.sql, generated from
-# src/storage/postgres.rs) on a fresh database with the service's migrations, -M prepared, over TCP.
+# the Postgres statements in src/storage/) on a fresh database with the service's migrations,
+# -M prepared, over TCP.
 # One pgbench transaction = one send statement + one verify statement = one flow.
 #
 #   tools/ceiling/run.sh CLIENTS [SECONDS] [WARMUP_SECONDS]
@@ -32,7 +33,7 @@ for f in "$root"/migrations/postgres/*.sql; do
   psql -q -v ON_ERROR_STOP=1 -d "$db" -f "$f" >/dev/null
 done
 
-# The binds as the service computes them (reserve()/check() in postgres.rs), caps off:
+# The binds as the service computes them (reserve_send()/check_code() in src/storage/), caps off:
 # now, now - RESEND_COOLDOWN_SECONDS (30), now - 1 h, now + CODE_TTL_SECONDS (600), the clock hour.
 now_s=$(date -u +%s)
 ts() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%S.000Z; }

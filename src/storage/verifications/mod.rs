@@ -1,0 +1,230 @@
+//! The verification table: one row per phone number with its current verification (code hash,
+//! attempts, expiry, status) and the times of its sends within the last hour. Every limit is a
+//! condition of the one statement that changes the row, so concurrent requests and instances
+//! serialize on that row. The send statements are in `send`.
+
+mod send;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::db::{Db, Param, Sql};
+use super::outcomes::{
+    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, RETRIES, RowState,
+    classify_refused_check,
+};
+use super::{Storage, StorageError};
+use crate::domain::PhoneNumber;
+
+// Compares and counts in one statement: the WHERE admits only a pending, unexpired code with attempts
+// left, and the row lock makes concurrent checks take turns, so a code is approved once and wrong
+// attempts stop at the maximum.
+const CHECK_CODE: Sql = Sql::same(
+    r#"
+update verification set
+    attempts = attempts + case when code_hash = $2 then 0 else 1 end,
+    status = case when code_hash = $2 then 'approved' else status end,
+    approved_at = case when code_hash = $2 then $3 else approved_at end,
+    code_hash = case when code_hash = $2 then null else code_hash end,
+    updated_at = $3
+where phone_number = $1
+  and status = 'pending'
+  and code_hash is not null
+  and expires_at > $3
+  and attempts < $4
+returning verification_id, status = 'approved' as approved, attempts
+"#,
+);
+
+// Provider-kept codes (Twilio Verify): the row has no code hash; an attempt is counted before the
+// provider is asked, under the same conditions as CHECK_CODE.
+const TAKE_ATTEMPT: Sql = Sql::same(
+    r#"
+update verification set attempts = attempts + 1, updated_at = $2
+where phone_number = $1
+  and status = 'pending'
+  and code_hash is null
+  and expires_at > $2
+  and attempts < $3
+returning verification_id, attempts
+"#,
+);
+
+// What the provider said about a taken attempt. `case`, not greatest() (Postgres) or max()
+// (SQLite), so that one text serves both.
+const APPROVE_ATTEMPT: Sql = Sql::same(
+    r#"
+update verification set status = 'approved', approved_at = $3,
+    attempts = case when attempts > 0 then attempts - 1 else 0 end, updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
+"#,
+);
+
+const REFUND_ATTEMPT: Sql = Sql::same(
+    r#"
+update verification set attempts = case when attempts > 0 then attempts - 1 else 0 end,
+    updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
+"#,
+);
+
+const EXHAUST_ATTEMPTS: Sql = Sql::same(
+    r#"
+update verification set attempts = case when attempts > $4 then attempts else $4 end,
+    updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending'
+returning verification_id
+"#,
+);
+
+const READ_STATE: Sql = Sql::same(
+    r#"
+select status, code_hash is not null as has_code, attempts, expires_at, send_times
+from verification where phone_number = $1
+"#,
+);
+
+// In batches, so a purge after a long pause does not hold a huge delete open. On Postgres
+// `= any(array(..))` deletes by primary key; an `in (subquery)` was planned as a hash join over a
+// full scan of the table.
+const PURGE: Sql = Sql::each(
+    r#"
+delete from verification where phone_number = any(array(
+    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
+))
+"#,
+    r#"
+delete from verification where phone_number in (
+    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
+)
+"#,
+);
+const PURGE_BATCH: u64 = 10_000;
+
+/// The row as it is now, to say why a statement refused it.
+async fn read_state(db: &Db, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
+    let Some(row) = db
+        .fetch_optional(READ_STATE, &[Param::Text(phone.as_ref())])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(RowState {
+        status: row.get(0)?,
+        has_code: row.get(1)?,
+        attempts: row.int(2)?.max(0) as u32,
+        expires_at: row.time(3)?,
+        send_times: row.times(4)?,
+    }))
+}
+
+impl Storage {
+    /// Atomically compares a code with the pending one: approves it (single use) or counts a wrong
+    /// attempt, never more than `max_attempts`.
+    pub async fn check_code(&self, check: CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Text(check.phone.as_ref()),
+            Param::Bytes(Some(&check.code_hash)),
+            Param::Time(check.now),
+            Param::Int4(check.max_attempts as i32),
+        ];
+        for _ in 0..RETRIES {
+            match self.db.fetch_optional(CHECK_CODE, &params).await? {
+                Some(row) if row.get(1)? => {
+                    return Ok(CheckOutcome::Approved {
+                        verification_id: row.get(0)?,
+                        verified_at: check.now,
+                    });
+                }
+                Some(row) => {
+                    return Ok(CheckOutcome::WrongCode {
+                        attempts_remaining: check.max_attempts.saturating_sub(row.int(2)? as u32),
+                    });
+                }
+                None => {
+                    let state = read_state(&self.db, check.phone).await?;
+                    if let Some(outcome) =
+                        classify_refused_check(check.now, check.max_attempts, true, state.as_ref())
+                    {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+        Err(StorageError::refused_without_reason("check"))
+    }
+
+    /// Takes one attempt on a provider-kept code, within the same limits as `check_code`.
+    pub async fn take_attempt(
+        &self,
+        phone: &PhoneNumber,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<AttemptOutcome, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Text(phone.as_ref()),
+            Param::Time(now),
+            Param::Int4(max_attempts as i32),
+        ];
+        for _ in 0..RETRIES {
+            if let Some(row) = self.db.fetch_optional(TAKE_ATTEMPT, &params).await? {
+                return Ok(AttemptOutcome::Taken {
+                    verification_id: row.get(0)?,
+                    attempts_remaining: max_attempts.saturating_sub(row.int(1)? as u32),
+                });
+            }
+            let state = read_state(&self.db, phone).await?;
+            if let Some(outcome) = classify_refused_check(now, max_attempts, false, state.as_ref())
+            {
+                return Ok(AttemptOutcome::Refused(outcome));
+            }
+        }
+        Err(StorageError::refused_without_reason("attempt"))
+    }
+
+    /// Records what the provider said about an attempt. For `Approved`, returns false when the
+    /// verification was no longer pending (another request approved it first).
+    pub async fn finish_attempt(
+        &self,
+        phone: &PhoneNumber,
+        verification_id: Uuid,
+        result: AttemptResult,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<bool, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Text(phone.as_ref()),
+            Param::Uuid(verification_id),
+            Param::Time(now),
+            Param::Int4(max_attempts as i32),
+        ];
+        // Only EXHAUST_ATTEMPTS has a $4.
+        let (sql, used) = match result {
+            AttemptResult::Approved => (APPROVE_ATTEMPT, 3),
+            AttemptResult::Refund => (REFUND_ATTEMPT, 3),
+            AttemptResult::Exhausted => (EXHAUST_ATTEMPTS, 4),
+        };
+        Ok(self
+            .db
+            .fetch_optional(sql, &params[..used])
+            .await?
+            .is_some())
+    }
+}
+
+/// Deletes rows untouched since `before`; returns how many went.
+pub(super) async fn purge(db: &Db, before: OffsetDateTime) -> Result<u64, StorageError> {
+    let mut total = 0;
+    loop {
+        let n = db.execute(PURGE, &[Param::Time(before)]).await?;
+        total += n;
+        if n < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! A send: the verification row and its counters, changed together. On Postgres one statement
+//! (the hot path: one round trip); on SQLite separate statements in one transaction.
+
+use std::sync::OnceLock;
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::read_state;
+use crate::domain::PhoneNumber;
+use crate::storage::counters::{self, PG_COUNTERS, cap_binds, counted_caps, filled_caps};
+use crate::storage::db::{self, Db, Param, Row};
+use crate::storage::outcomes::{
+    CapScope, HOUR, NewSend, RETRIES, Reservation, SendKind, SendOutcome, classify_refused_send,
+    until_next_window, window_start,
+};
+use crate::storage::{Storage, StorageError};
+
+// Postgres: the send follows the counters' CTEs (PG_COUNTERS) in one statement, and writes the row
+// only if the counters were taken. The cooldown and the hourly cap are conditions of the upsert's
+// DO UPDATE ... WHERE: Postgres holds the row lock while it evaluates them against the latest
+// committed row, so two sends for one number cannot both see "no recent send". $6 is now, $7 the
+// end of the cooldown window, $8 the start of the hourly window. If the row refuses, the caller
+// gives the counters back.
+const PG_START_SEND: &str = r#"
+, sent as (
+    insert into verification as v
+        (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
+         send_times, created_at, updated_at)
+    select $1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz], $6, $6
+    where (select ok from counted)
+    on conflict (phone_number) do update set
+        verification_id = case when v.status = 'approved' then excluded.verification_id
+                               else v.verification_id end,
+        status = 'pending',
+        code_hash = excluded.code_hash,
+        attempts = 0,
+        expires_at = excluded.expires_at,
+        current_send_id = excluded.current_send_id,
+        send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        approved_at = null,
+        updated_at = $6
+    where not exists (select 1 from unnest(v.send_times) t where t > $7)
+      and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+    returning v.verification_id
+)
+select (select verification_id from sent), (select count from ip), (select count from country)
+"#;
+
+const PG_RESEND: &str = r#"
+, sent as (
+    update verification v set
+        status = 'pending',
+        code_hash = $3,
+        attempts = 0,
+        expires_at = $4,
+        current_send_id = $5,
+        send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        updated_at = $6
+    where phone_number = $1
+      and (select ok from counted)
+      and status <> 'approved'
+      and not exists (select 1 from unnest(v.send_times) t where t > $7)
+      and (select count(*) from unnest(v.send_times) t where t > $8) < $9
+    returning v.verification_id
+)
+select (select verification_id from sent), (select count from ip), (select count from country)
+"#;
+
+// The send statements joined with the counters' CTEs, once.
+static PG_START_SEND_SQL: OnceLock<String> = OnceLock::new();
+static PG_RESEND_SQL: OnceLock<String> = OnceLock::new();
+
+// SQLite: the same conditions on the send times, kept as a JSON array; the counters were taken
+// before, in the same transaction.
+const SQLITE_START_SEND: &str = r#"
+insert into verification
+    (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
+     send_times, created_at, updated_at)
+values ($1, $2, 'pending', $3, 0, $4, $5, json_array($6), $6, $6)
+on conflict (phone_number) do update set
+    verification_id = case when verification.status = 'approved' then excluded.verification_id
+                           else verification.verification_id end,
+    status = 'pending',
+    code_hash = excluded.code_hash,
+    attempts = 0,
+    expires_at = excluded.expires_at,
+    current_send_id = excluded.current_send_id,
+    send_times = (select json_group_array(value) from (
+        select value from json_each(verification.send_times) where value > $8
+        union all select $6)),
+    approved_at = null,
+    updated_at = $6
+where not exists (select 1 from json_each(verification.send_times) where value > $7)
+  and (select count(*) from json_each(verification.send_times) where value > $8) < $9
+returning verification_id
+"#;
+
+const SQLITE_RESEND: &str = r#"
+update verification set
+    status = 'pending',
+    code_hash = $3,
+    attempts = 0,
+    expires_at = $4,
+    current_send_id = $5,
+    send_times = (select json_group_array(value) from (
+        select value from json_each(verification.send_times) where value > $8
+        union all select $6)),
+    updated_at = $6
+where phone_number = $1
+  and status <> 'approved'
+  and not exists (select 1 from json_each(verification.send_times) where value > $7)
+  and (select count(*) from json_each(verification.send_times) where value > $8) < $9
+  and ($2 is null or 1)
+returning verification_id
+"#;
+
+// Only the send that installed the current code may void it; its time leaves the window either way.
+const PG_RELEASE_SEND: &str = r#"
+update verification set
+    status = case when current_send_id = $2 then 'failed' else status end,
+    code_hash = case when current_send_id = $2 then null else code_hash end,
+    send_times = array_remove(send_times, $3::timestamptz),
+    updated_at = $3
+where phone_number = $1
+"#;
+
+const SQLITE_RELEASE_SEND: &str = r#"
+update verification set
+    status = case when current_send_id = $2 then 'failed' else status end,
+    code_hash = case when current_send_id = $2 then null else code_hash end,
+    send_times = (select json_group_array(value) from json_each(verification.send_times)
+                  where value <> $3),
+    updated_at = $3
+where phone_number = $1
+"#;
+
+/// What one try at a send did.
+enum Tried {
+    Sent {
+        verification_id: Uuid,
+        ip_count: Option<i64>,
+        country_count: Option<i64>,
+    },
+    /// A counter was full; nothing was written.
+    CapFull(CapScope),
+    /// The row refused (cooldown, hourly cap, nothing to resend); nothing was written.
+    Refused,
+}
+
+impl Storage {
+    /// Atomically checks the cooldown, the hourly cap and the shared counters and, if all allow it,
+    /// records the send and installs the new code (invalidating the previous one, resetting
+    /// attempts and expiry).
+    pub async fn reserve_send(&self, send: NewSend<'_>) -> Result<SendOutcome, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let send = &send;
+        let window = window_start(send.now);
+        let (ip_key, ip_max) = cap_binds(&send.ip_cap);
+        let (country_key, country_max) = cap_binds(&send.country_cap);
+        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS (Postgres only).
+        let params = [
+            Param::Text(send.phone.as_ref()),
+            Param::Uuid(send.new_verification_id),
+            Param::Bytes(send.code_hash.as_deref()),
+            Param::Time(send.expires_at),
+            Param::Uuid(send.send_id),
+            Param::Time(send.now),
+            Param::Time(send.now - send.cooldown),
+            Param::Time(send.now - HOUR),
+            Param::Int8(i64::from(send.max_sends_per_hour)),
+            Param::Text(ip_key),
+            Param::Int8(ip_max),
+            Param::Time(window),
+            Param::Text(country_key),
+            Param::Int8(country_max),
+        ];
+        for _ in 0..RETRIES {
+            let tried = match &self.db {
+                Db::Postgres(pool) => send_postgres(pool, send, &params, window).await?,
+                Db::Sqlite(pool) => send_sqlite(pool, send, &params[..9], window).await?,
+            };
+            match tried {
+                Tried::Sent {
+                    verification_id,
+                    ip_count,
+                    country_count,
+                } => {
+                    return Ok(SendOutcome::Reserved(Reservation {
+                        verification_id,
+                        send_id: send.send_id,
+                        sent_at: send.now,
+                        counted: counted_caps(send, ip_count.is_some(), country_count.is_some()),
+                        filled: filled_caps(send, ip_count, country_count),
+                    }));
+                }
+                Tried::CapFull(scope) => {
+                    return Ok(SendOutcome::CapReached {
+                        scope,
+                        retry_after: until_next_window(send.now),
+                    });
+                }
+                Tried::Refused => {}
+            }
+            let state = read_state(&self.db, send.phone).await?;
+            if let Some(outcome) = classify_refused_send(send, state.as_ref()) {
+                return Ok(outcome);
+            }
+        }
+        Err(StorageError::refused_without_reason("send"))
+    }
+
+    /// Undoes a reserved send whose SMS failed: it stops counting towards the limits and its code
+    /// becomes unusable.
+    pub async fn release_send(
+        &self,
+        phone: &PhoneNumber,
+        reservation: &Reservation,
+    ) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
+        let window = window_start(reservation.sent_at);
+        let params = [
+            Param::Text(phone.as_ref()),
+            Param::Uuid(reservation.send_id),
+            Param::Time(reservation.sent_at),
+        ];
+        match &self.db {
+            Db::Postgres(pool) => {
+                db::postgres(PG_RELEASE_SEND, &params).execute(pool).await?;
+                counters::uncount_postgres(pool, window, &reservation.counted).await
+            }
+            // SQLite: in one transaction, like the send.
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                db::sqlite(SQLITE_RELEASE_SEND, &params)
+                    .execute(&mut *tx)
+                    .await?;
+                counters::uncount_sqlite(&mut tx, window, &reservation.counted).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One statement; if the row refused, the counters it took are given back.
+async fn send_postgres(
+    pool: &PgPool,
+    send: &NewSend<'_>,
+    params: &[Param<'_>],
+    window: OffsetDateTime,
+) -> Result<Tried, StorageError> {
+    let sql = match send.kind {
+        SendKind::Start => {
+            PG_START_SEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_START_SEND}"))
+        }
+        SendKind::Resend => PG_RESEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_RESEND}")),
+    };
+    let row = Row::Postgres(db::postgres(sql.as_str(), params).fetch_one(pool).await?);
+    let id: Option<Uuid> = row.get(0)?;
+    let (ip_count, country_count) = (row.opt_int(1)?, row.opt_int(2)?);
+    if let Some(verification_id) = id {
+        return Ok(Tried::Sent {
+            verification_id,
+            ip_count,
+            country_count,
+        });
+    }
+    let counted = counted_caps(send, ip_count.is_some(), country_count.is_some());
+    counters::uncount_postgres(pool, window, &counted).await?;
+    Ok(
+        match counters::refused_cap(send, ip_count.is_some(), country_count.is_some()) {
+            Some(scope) => Tried::CapFull(scope),
+            None => Tried::Refused,
+        },
+    )
+}
+
+/// The counters, then the row, in one transaction that a refusal rolls back.
+async fn send_sqlite(
+    pool: &SqlitePool,
+    send: &NewSend<'_>,
+    params: &[Param<'_>],
+    window: OffsetDateTime,
+) -> Result<Tried, StorageError> {
+    let sql = match send.kind {
+        SendKind::Start => SQLITE_START_SEND,
+        SendKind::Resend => SQLITE_RESEND,
+    };
+    let mut tx = pool.begin().await?;
+    let [ip_count, country_count] = match counters::count_sqlite(&mut tx, send, window).await? {
+        Ok(counts) => counts,
+        Err(scope) => {
+            tx.rollback().await?;
+            return Ok(Tried::CapFull(scope));
+        }
+    };
+    let row = db::sqlite(sql, params).fetch_optional(&mut *tx).await?;
+    let Some(row) = row.map(Row::Sqlite) else {
+        tx.rollback().await?;
+        return Ok(Tried::Refused);
+    };
+    let verification_id = row.get(0)?;
+    tx.commit().await?;
+    Ok(Tried::Sent {
+        verification_id,
+        ip_count,
+        country_count,
+    })
+}
