@@ -22,11 +22,11 @@ use time::OffsetDateTime;
 use gate::Gate;
 
 pub use error::StorageError;
-pub use settings::DatabaseSettings;
 pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
     Reservation, SendKind, SendOutcome, window_start,
 };
+pub use settings::DatabaseSettings;
 
 /// The database and the gate in front of it; cheap to clone (both are shared handles). Its
 /// request methods are next to their statements (`verifications`); each passes the gate first.
