@@ -68,7 +68,7 @@ impl Verifier {
     }
 
     /// Times are kept to the millisecond, the precision both backends store.
-    fn now(&self) -> OffsetDateTime {
+    pub fn now(&self) -> OffsetDateTime {
         let now = self.clock.now();
         now.replace_nanosecond(now.millisecond() as u32 * 1_000_000)
             .unwrap_or(now)
