@@ -12,7 +12,6 @@ mod db;
 mod error;
 mod gate;
 mod outcomes;
-mod records_pending;
 mod settings;
 mod verifications;
 
@@ -27,7 +26,6 @@ pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
     Reservation, SendKind, SendOutcome, window_start,
 };
-pub use records_pending::{MessageRecord, StatsRow, VerificationRecord, VerificationStatus};
 pub use settings::DatabaseSettings;
 
 /// The database and the gate in front of it; cheap to clone (both are shared handles). Its
