@@ -72,9 +72,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(AppPath(value)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(Error::InvalidRequest(
-                format!("Invalid path: {}", e.body_text()),
-            )),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let text = e.body_text();
+                let detail = text.strip_prefix("Invalid URL: ").unwrap_or(&text);
+                Err(Error::InvalidRequest(format!("Invalid path: {detail}")))
+            }
             Err(rejection) => Err(Error::Internal(anyhow::anyhow!(
                 "path extraction failed: {}",
                 rejection.body_text()

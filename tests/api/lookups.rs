@@ -307,10 +307,10 @@ async fn stats_count_messages_and_verifications_per_country_and_channel(backend:
         ("+12125550102", false),
         ("+12125550103", true),
         ("+12125550104", false),
-        ("+447911123401", false),
-        ("+447911123402", true),
-        ("+447911123403", false),
-        ("+447911123404", false),
+        ("+447400123401", false),
+        ("+447400123402", true),
+        ("+447400123403", false),
+        ("+447400123404", false),
     ] {
         let code = app.send_and_read_code(phone).await;
         if verify {
@@ -350,7 +350,7 @@ async fn stats_count_a_refused_send_as_rejected(backend: Backend) {
     let (app, _db) = spawn(backend).await;
     // Twilio refuses this one number (opted out); every other send goes through.
     Mock::given(method("POST"))
-        .and(body_string_contains("To=%2B447911123409"))
+        .and(body_string_contains("To=%2B447400123409"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
             "code": 21610,
             "message": "Attempt to send to unsubscribed recipient",
@@ -360,10 +360,10 @@ async fn stats_count_a_refused_send_as_rejected(backend: Backend) {
         .with_priority(1)
         .mount(&app.twilio)
         .await;
-    app.send_code("+447911123409")
+    app.send_code("+447400123409")
         .await
         .assert_problem(422, "invalid_phone_number");
-    send(&app, "+447911123408").await;
+    send(&app, "+447400123408").await;
 
     let stats = ok(lookup(&app, "/api/stats").await);
 
@@ -375,10 +375,11 @@ async fn stats_count_a_refused_send_as_rejected(backend: Backend) {
     assert_eq!(rows[0]["verified"], 0);
     assert_eq!(stats["totals"]["rejected"], 1);
     // Support sees why: the verification failed, its message was refused.
-    let listed = of_number(&app, "+447911123409").await;
+    let listed = of_number(&app, "+447400123409").await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["status"], "failed");
     assert_eq!(listed[0]["messages"][0]["status"], "rejected");
+    assert_eq!(listed[0]["messages"][0]["error_code"], "21610");
 }
 
 async fn stats_cover_only_the_requested_hours(backend: Backend) {
