@@ -102,6 +102,7 @@ impl Application {
             verifier: Arc::new(verifier),
             messages: providers.messages,
             tokens: token.signer().map(Arc::new),
+            retention: database.retention,
         };
         let router = http::router(state);
         tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "listening");

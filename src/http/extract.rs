@@ -1,11 +1,14 @@
-//! `AppJson<T>`: axum's `Json` with its rejections turned into our problem bodies.
+//! `AppJson<T>`, `AppPath<T>`, `AppQuery<T>`: axum's extractors with their rejections turned into our
+//! problem bodies.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::MAX_BODY_BYTES;
 use crate::error::Error;
@@ -53,5 +56,56 @@ fn data_error_detail(text: &str) -> String {
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+/// A path parameter; one that does not parse (a malformed id) is `422 invalid_request`.
+pub struct AppPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(AppPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let text = e.body_text();
+                let detail = text.strip_prefix("Invalid URL: ").unwrap_or(&text);
+                Err(Error::InvalidRequest(format!("Invalid path: {detail}")))
+            }
+            Err(rejection) => Err(Error::Internal(anyhow::anyhow!(
+                "path extraction failed: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// A query string; a missing, ill-typed or unknown parameter is `422 invalid_request`.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(AppQuery(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Err(Error::InvalidRequest(format!("Invalid query: {detail}")))
+            }
+            Err(rejection) => Err(Error::InvalidRequest(rejection.body_text())),
+        }
     }
 }

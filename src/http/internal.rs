@@ -53,7 +53,8 @@ pub struct SendSmsResponse {
 }
 
 /// Compares the bearer token in constant time, so its bytes cannot be guessed from response times.
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+/// Every internal endpoint (this one, `lookups`) calls it first.
+pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = &state.settings.internal_api_token else {
         return false;
     };

@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod health;
 pub mod internal;
+pub mod lookups;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
@@ -30,8 +31,9 @@ use crate::storage::Storage;
 use crate::token::TokenSigner;
 use crate::verification::Verifier;
 
-/// Cloned for every request by axum, so every field is behind an `Arc`: the verifier's settings
-/// (test numbers, templates) and the keys would otherwise be copied onto the heap per request.
+/// Cloned for every request by axum, so every field is behind an `Arc` (or is a small `Copy`): the
+/// verifier's settings (test numbers, templates) and the keys would otherwise be copied onto the heap
+/// per request.
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<HttpSettings>,
@@ -42,6 +44,8 @@ pub struct AppState {
     pub tokens: Option<Arc<TokenSigner>>,
     /// Sender for free-text messages (`POST /api/sms/send`).
     pub messages: Option<Arc<dyn SmsSender>>,
+    /// `DATA_RETENTION_HOURS`: how far back the by-number lookup reaches.
+    pub retention: std::time::Duration,
 }
 
 /// The largest request body the API accepts.
@@ -106,7 +110,7 @@ pub fn router(state: AppState) -> Router {
     // Verification answers must never be cached by a browser or a proxy.
     let mut api = verifications::router();
     if state.settings.internal_api_token.is_some() {
-        api = api.merge(internal::router());
+        api = api.merge(internal::router()).merge(lookups::router());
     }
     if state.settings.rate_limit_per_ip_per_minute > 0 {
         api = rate_limit::limit(

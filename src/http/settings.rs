@@ -17,7 +17,7 @@ pub struct HttpSettings {
     pub trust_proxy_headers: bool,
     /// Per-IP request rate on `/api/` (0: off).
     pub rate_limit_per_ip_per_minute: u32,
-    /// Enables the internal endpoints (`POST /api/sms/send`).
+    /// Enables the internal endpoints (`POST /api/sms/send`, the lookups and stats).
     pub internal_api_token: Option<SecretString>,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,

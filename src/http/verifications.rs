@@ -108,7 +108,7 @@ fn capitalize(s: &str) -> String {
 
 /// Whole seconds: the contract's times carry no fractions, and rounding down never promises a code
 /// longer life than it has.
-fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+pub(super) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 

@@ -348,6 +348,15 @@ impl TestApp {
         Self::answer(response).await
     }
 
+    /// A GET with `Authorization: Bearer <token>`, as the internal endpoints want.
+    pub async fn get_with_token(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.api.get(format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await.expect("request sent")).await
+    }
+
     /// Reads a response the way a client would: status, headers, JSON body (or null).
     pub async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status();

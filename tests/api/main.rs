@@ -8,6 +8,7 @@ mod health;
 mod instances;
 mod internal;
 mod limits;
+mod lookups;
 mod openapi;
 mod requests;
 mod security;

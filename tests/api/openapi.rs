@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{AppOptions, Backend, spawn_app, spawn_app_with};
 
 /// API.md's error table.
 const CONTRACT_CODES: [&str; 19] = [
@@ -62,6 +62,9 @@ async fn the_document_lists_every_route_and_error_code() {
         ("/api/auth/phone/resend-code", "post"),
         ("/api/auth/phone/verify", "post"),
         ("/api/sms/send", "post"),
+        ("/api/verifications", "get"),
+        ("/api/verifications/{verification_id}", "get"),
+        ("/api/stats", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -113,4 +116,34 @@ async fn real_answers_match_the_documented_schemas() {
     assert_eq!(too_soon.code(), "resend_too_soon");
     assert_matches(&doc, "Problem", &too_soon.body);
     assert_matches(&doc, "Status", &app.get("/healthz").await.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_answers_match_the_documented_schemas() {
+    const TOKEN: &str = "internal-token-0123456789";
+    let (app, _db) = spawn_app_with(
+        Backend::Sqlite,
+        AppOptions::new().var("INTERNAL_API_TOKEN", TOKEN),
+    )
+    .await;
+    let doc = app.get("/openapi.json").await.body;
+    let sent = app.send_code("+12125551234").await;
+    let code = app.last_code_for("+12125551234").await;
+    app.verify("+12125551234", &code).await;
+
+    let id = sent.body["verification_id"].as_str().unwrap();
+    let one = app
+        .get_with_token(&format!("/api/verifications/{id}"), Some(TOKEN))
+        .await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    assert_matches(&doc, "VerificationView", &one.body);
+    let list = app
+        .get_with_token(
+            "/api/verifications?phone_number=%2B12125551234",
+            Some(TOKEN),
+        )
+        .await;
+    assert_matches(&doc, "VerificationList", &list.body);
+    let stats = app.get_with_token("/api/stats", Some(TOKEN)).await;
+    assert_matches(&doc, "StatsResponse", &stats.body);
 }
