@@ -8,6 +8,7 @@ pub mod problem;
 pub mod rate_limit;
 mod settings;
 pub mod verifications;
+pub mod webhooks;
 
 pub use settings::HttpSettings;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub tokens: Option<Arc<TokenSigner>>,
     /// Sender for free-text messages (`POST /api/sms/send`).
     pub messages: Option<Arc<dyn SmsSender>>,
+    /// Checks Twilio's status callbacks; set with `PUBLIC_BASE_URL` and Twilio credentials.
+    pub twilio_webhook: Option<Arc<webhooks::TwilioWebhook>>,
 }
 
 /// The largest request body the API accepts.
@@ -120,9 +123,12 @@ pub fn router(state: AppState) -> Router {
         HeaderValue::from_static("no-store"),
     ));
 
-    Router::new()
-        .merge(api)
-        .merge(health::router())
+    // Beside the API, not in it: outside the per-IP rate, with its own body limit.
+    let mut app = Router::new().merge(api);
+    if state.twilio_webhook.is_some() {
+        app = app.merge(webhooks::router());
+    }
+    app.merge(health::router())
         .merge(openapi::router())
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

@@ -19,6 +19,7 @@ use super::AppState;
         super::verifications::resend_code,
         super::verifications::verify_code,
         super::internal::send_sms,
+        super::webhooks::twilio_status,
         super::health::health,
         super::health::ready,
         super::health::metrics,
@@ -29,6 +30,7 @@ use super::AppState;
     tags(
         (name = "verification", description = "Send and check codes"),
         (name = "internal", description = "For other backends, never browsers"),
+        (name = "webhooks", description = "Delivery reports from providers, signed"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

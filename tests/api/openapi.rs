@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::helpers::{Backend, spawn_app};
 
 /// API.md's error table.
-const CONTRACT_CODES: [&str; 19] = [
+const CONTRACT_CODES: [&str; 20] = [
     "malformed_json",
     "unsupported_media_type",
     "payload_too_large",
@@ -13,6 +13,7 @@ const CONTRACT_CODES: [&str; 19] = [
     "invalid_phone_number",
     "invalid_code_format",
     "country_not_allowed",
+    "invalid_signature",
     "unauthorized",
     "invalid_code",
     "verification_not_found",
@@ -62,6 +63,7 @@ async fn the_document_lists_every_route_and_error_code() {
         ("/api/auth/phone/resend-code", "post"),
         ("/api/auth/phone/verify", "post"),
         ("/api/sms/send", "post"),
+        ("/webhooks/twilio/status", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
