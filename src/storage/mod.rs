@@ -13,7 +13,6 @@ mod error;
 mod gate;
 mod outcomes;
 mod settings;
-mod status_stub;
 mod verifications;
 
 use std::time::Duration;
@@ -28,7 +27,6 @@ pub use outcomes::{
     Reservation, SendKind, SendOutcome, window_start,
 };
 pub use settings::DatabaseSettings;
-pub use status_stub::StatusChange;
 
 /// The database and the gate in front of it; cheap to clone (both are shared handles). Its
 /// request methods are next to their statements (`verifications`); each passes the gate first.
