@@ -15,12 +15,12 @@ mod settings;
 pub use settings::{DEVELOPMENT_CODE_HASH_SECRET, VerificationSettings};
 
 use crate::clock::Clock;
-use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
+use crate::domain::{Channel, CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::{Error, SendCap};
-use crate::sms::{ProviderVerdict, SmsSender};
+use crate::sms::{ProviderVerdict, SentMessage, SmsError, SmsSender};
 use crate::storage::{
-    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
-    SendKind, SendOutcome, Storage,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewMessage,
+    NewSend, SendKind, SendOutcome, Storage,
 };
 
 #[derive(Debug, Clone)]
@@ -126,6 +126,8 @@ impl Verifier {
                 max_sends_per_hour: self.settings.max_sends_per_hour,
                 new_verification_id: Uuid::new_v4(),
                 send_id: Uuid::new_v4(),
+                channel: Channel::Sms,
+                provider: test_code.is_none().then(|| self.sms.name()),
                 ip_cap: match (client_ip, self.settings.max_sends_per_ip_per_hour) {
                     (Some(ip), max) if max > 0 => Some(CounterCap {
                         key: ip_key(ip),
@@ -195,6 +197,7 @@ impl Verifier {
             tokio::spawn(async move {
                 let result = this.sms.send_code(&phone_owned, code.as_ref()).await;
                 crate::metrics::sms_send(this.sms.name(), result.as_ref().map(|_| ()));
+                this.record_answer(task_reservation.send_id, &result).await;
                 if let Err(e) = &result {
                     tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
                     if let Err(release) = this
@@ -223,6 +226,70 @@ impl Verifier {
             expires_in: self.settings.code_ttl,
             resend_after: self.settings.resend_cooldown,
         })
+    }
+
+    /// A custom SMS (the internal endpoint) through `sender`, with its message record. Returns the
+    /// record's id.
+    pub async fn send_message(
+        &self,
+        sender: &Arc<dyn SmsSender>,
+        phone: &PhoneNumber,
+        body: &str,
+    ) -> Result<(Uuid, SentMessage), Error> {
+        let message_id = Uuid::new_v4();
+        self.storage
+            .record_message(&NewMessage {
+                message_id,
+                phone,
+                channel: Channel::Sms,
+                provider: sender.name(),
+                now: self.now(),
+            })
+            .await?;
+        // Like a code, in a task of its own: the record learns the answer even if the client left.
+        let (sender, phone, body, this) = (
+            sender.clone(),
+            phone.clone(),
+            body.to_string(),
+            self.clone(),
+        );
+        let sent = tokio::spawn(
+            async move {
+                let result = sender.send_message(&phone, &body).await;
+                this.record_answer(message_id, &result).await;
+                result
+            }
+            .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))??;
+        Ok((message_id, sent))
+    }
+
+    /// The provider's answer, into the message record. A record that cannot be written is logged,
+    /// not failed: the message went (or did not) either way.
+    async fn record_answer(&self, message_id: Uuid, result: &Result<SentMessage, SmsError>) {
+        let (status, provider_id, error_code) = match result {
+            Ok(sent) => (sent.status, sent.provider_message_id.as_deref(), None),
+            Err(e) => (
+                e.message_status(),
+                None,
+                e.provider_code().map(|c| c.to_string()),
+            ),
+        };
+        if let Err(e) = self
+            .storage
+            .message_answered(
+                message_id,
+                status,
+                provider_id,
+                error_code.as_deref(),
+                self.now(),
+            )
+            .await
+        {
+            tracing::error!(error = ?e, %message_id, "could not record the provider's answer");
+        }
     }
 
     /// Checks a code typed by the user. The caller has parsed it already.

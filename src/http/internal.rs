@@ -44,6 +44,8 @@ pub struct SendSmsResponse {
     pub status: String,
     #[schema(example = "+12125551234")]
     pub phone_number: String,
+    /// The message record's id.
+    pub message_id: uuid::Uuid,
     /// Twilio's message SID; absent with the console provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "SM00000000000000000000000000000001")]
@@ -112,11 +114,15 @@ pub async fn send_sms(
         .messages
         .as_ref()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("no sender for free-text messages")))?;
-    let sent = sender.send_message(&phone, &body.message).await?;
+    let (message_id, sent) = state
+        .verifier
+        .send_message(sender, &phone, &body.message)
+        .await?;
     tracing::info!(phone = %phone.masked(), provider = sender.name(), "custom SMS sent");
     Ok(AppJson(SendSmsResponse {
         status: "sent".into(),
         phone_number: phone.to_string(),
+        message_id,
         provider_message_id: sent.provider_message_id,
     }))
 }

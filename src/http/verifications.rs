@@ -46,6 +46,9 @@ pub struct VerifyRequest {
 pub struct SendCodeResponse {
     #[schema(example = "pending")]
     pub status: String,
+    /// Names the verification: the same across resends, a new one after an approval.
+    #[schema(example = "0b6e8a3c-6f1e-4c47-9d51-2b7f2f0d9a10")]
+    pub verification_id: uuid::Uuid,
     /// The normalized E.164 number.
     #[schema(example = "+12125551234")]
     pub phone_number: String,
@@ -66,6 +69,9 @@ pub struct SendCodeResponse {
 pub struct VerifyResponse {
     #[schema(example = "approved")]
     pub status: String,
+    /// Names the verification: the same across resends, a new one after an approval.
+    #[schema(example = "0b6e8a3c-6f1e-4c47-9d51-2b7f2f0d9a10")]
+    pub verification_id: uuid::Uuid,
     #[schema(example = "+12125551234")]
     pub phone_number: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -172,6 +178,7 @@ async fn send(
     let sent = state.verifier.send_code(&phone, kind, ip).await?;
     Ok(AppJson(SendCodeResponse {
         status: "pending".into(),
+        verification_id: sent.verification_id,
         phone_number: phone.to_string(),
         channel: "sms".into(),
         expires_at: whole_seconds(sent.expires_at),
@@ -223,6 +230,7 @@ pub async fn verify_code(
     };
     Ok(AppJson(VerifyResponse {
         status: "approved".into(),
+        verification_id: verified.verification_id,
         phone_number: phone.to_string(),
         verified_at,
         token,

@@ -4,7 +4,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
-use crate::domain::{PhoneNumber, VerificationCode};
+use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
+
+/// Nothing goes further than the log: there will be no delivery report.
+const SENT: SentMessage = SentMessage {
+    provider_message_id: None,
+    status: MessageStatus::Sent,
+};
 
 /// Development provider: writes the message to the log instead of sending it, so a developer can copy
 /// the code. Printing the code is its whole job, which is why production refuses it.
@@ -37,7 +43,7 @@ impl SmsSender for ConsoleSender {
                 body = %render_template(&self.template, code),
                 "console SMS provider: not sent, copy the code from here"
             );
-            Ok(SentMessage::default())
+            Ok(SENT)
         }
         .boxed()
     }
@@ -49,7 +55,7 @@ impl SmsSender for ConsoleSender {
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             tracing::info!(to = %to.masked(), chars = body.chars().count(), "console SMS provider: message not sent");
-            Ok(SentMessage::default())
+            Ok(SENT)
         }
         .boxed()
     }

@@ -10,17 +10,20 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::domain::{PhoneNumber, VerificationCode};
+use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 pub use console::ConsoleSender;
 pub use settings::{Providers, SmsProviderKind, SmsSettings, TwilioSettings};
 pub use twilio_messaging::TwilioMessagingSender;
 pub use twilio_verify::TwilioVerifySender;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
     /// The provider's id for the message or verification (`SM…`, `VE…`), when it has one.
     pub provider_message_id: Option<String>,
+    /// `accepted` when the provider took it; `sent` when there is nothing further to learn
+    /// (console).
+    pub status: MessageStatus,
 }
 
 /// A provider's answer to "is this the code?" (Twilio Verify only).
@@ -56,6 +59,26 @@ pub enum SmsError {
         reason: String,
         retry_after: Option<Duration>,
     },
+}
+
+impl SmsError {
+    /// What the message record says after this error: refused outright, or never taken.
+    pub fn message_status(&self) -> MessageStatus {
+        match self {
+            SmsError::Unavailable { .. } => MessageStatus::Failed,
+            _ => MessageStatus::Rejected,
+        }
+    }
+
+    /// The provider's own error code, when it gave one.
+    pub fn provider_code(&self) -> Option<i64> {
+        match self {
+            SmsError::InvalidNumber { provider_code }
+            | SmsError::TooManySends { provider_code, .. }
+            | SmsError::Rejected { provider_code, .. } => *provider_code,
+            SmsError::Unavailable { .. } => None,
+        }
+    }
 }
 
 pub trait SmsSender: Send + Sync + 'static {

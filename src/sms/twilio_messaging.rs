@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::twilio::TwilioClient;
 use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
-use crate::domain::{PhoneNumber, VerificationCode};
+use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Sends our own codes, and free text, through the Programmable Messaging API (`Messages.json`).
 #[derive(Debug, Clone)]
@@ -22,6 +22,7 @@ pub struct TwilioMessagingSender {
 #[derive(Debug, Deserialize)]
 struct MessageResource {
     sid: Option<String>,
+    status: Option<String>,
 }
 
 impl TwilioMessagingSender {
@@ -64,12 +65,19 @@ impl TwilioMessagingSender {
         if !answer.status.is_success() {
             return Err(answer.into_error());
         }
-        let sid = serde_json::from_slice::<MessageResource>(&answer.body)
-            .ok()
-            .and_then(|m| m.sid);
+        let resource = serde_json::from_slice::<MessageResource>(&answer.body).ok();
+        let (sid, status) = match resource {
+            Some(m) => (m.sid, m.status),
+            None => (None, None),
+        };
         tracing::info!(to = %to.masked(), sid = sid.as_deref().unwrap_or(""), "SMS accepted by Twilio Messaging");
         Ok(SentMessage {
             provider_message_id: sid,
+            // Twilio answers `queued` or `accepted`; anything later comes by callback.
+            status: status
+                .as_deref()
+                .and_then(MessageStatus::from_twilio_message)
+                .unwrap_or(MessageStatus::Accepted),
         })
     }
 }

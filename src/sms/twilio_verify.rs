@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::twilio::TwilioClient;
 use super::{ProviderVerdict, SentMessage, SmsError, SmsSender};
-use crate::domain::{PhoneNumber, VerificationCode};
+use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Twilio Verify: Twilio makes the code, sends it, and checks it. Our own limits still apply on top.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ impl SmsSender for TwilioVerifySender {
             tracing::info!(to = %to.masked(), sid = sid.as_deref().unwrap_or(""), "verification started with Twilio Verify");
             Ok(SentMessage {
                 provider_message_id: sid,
+                status: MessageStatus::Accepted,
             })
         }
         .boxed()

@@ -43,10 +43,14 @@ impl Sql {
     }
 }
 
+/// The `limit` of every purge statement.
+const PURGE_BATCH: u64 = 10_000;
+
 /// A statement parameter; the dialect decides how it is stored.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Param<'a> {
     Text(&'a str),
+    OptText(Option<&'a str>),
     /// `integer` on Postgres.
     Int4(i32),
     /// `bigint` on Postgres.
@@ -65,6 +69,7 @@ pub(super) fn postgres(
 ) -> Query<'static, Postgres, PgArguments> {
     params.iter().fold(sqlx::query(sql), |q, p| match *p {
         Param::Text(v) => q.bind(v),
+        Param::OptText(v) => q.bind(v),
         Param::Int4(v) => q.bind(v),
         Param::Int8(v) => q.bind(v),
         Param::Bool(v) => q.bind(v),
@@ -81,6 +86,7 @@ pub(super) fn sqlite(
 ) -> Query<'static, Sqlite, SqliteArguments> {
     params.iter().fold(sqlx::query(sql), |q, p| match *p {
         Param::Text(v) => q.bind(v),
+        Param::OptText(v) => q.bind(v),
         Param::Int4(v) => q.bind(i64::from(v)),
         Param::Int8(v) => q.bind(v),
         Param::Bool(v) => q.bind(v),
@@ -140,6 +146,29 @@ impl Row {
         Ok(match self {
             Row::Postgres(r) => r.try_get(i)?,
             Row::Sqlite(r) => from_millis(r.try_get(i)?),
+        })
+    }
+
+    /// How many columns the row has.
+    pub(super) fn columns(&self) -> usize {
+        match self {
+            Row::Postgres(r) => r.len(),
+            Row::Sqlite(r) => r.len(),
+        }
+    }
+
+    pub(super) fn opt_time(&self, i: usize) -> Result<Option<OffsetDateTime>, StorageError> {
+        Ok(match self {
+            Row::Postgres(r) => r.try_get(i)?,
+            Row::Sqlite(r) => r.try_get::<Option<i64>, _>(i)?.map(from_millis),
+        })
+    }
+
+    /// A `bigint` column (counts, sums).
+    pub(super) fn big(&self, i: usize) -> Result<i64, StorageError> {
+        Ok(match self {
+            Row::Postgres(r) => r.try_get::<Option<i64>, _>(i)?.unwrap_or(0),
+            Row::Sqlite(r) => r.try_get::<Option<i64>, _>(i)?.unwrap_or(0),
         })
     }
 
@@ -242,6 +271,44 @@ impl Db {
                 .await?
                 .map(Row::Sqlite),
         })
+    }
+
+    pub(super) async fn fetch_all(
+        &self,
+        sql: Sql,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, StorageError> {
+        Ok(match self {
+            Db::Postgres(pool) => postgres(sql.postgres, params)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect(),
+            Db::Sqlite(pool) => sqlite(sql.sqlite, params)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+        })
+    }
+
+    /// Runs a `delete … limit 10000` until it deletes fewer: a purge after a long pause never holds
+    /// one huge delete open. Returns how many rows went.
+    pub(super) async fn delete_in_batches(
+        &self,
+        sql: Sql,
+        before: OffsetDateTime,
+    ) -> Result<u64, StorageError> {
+        let mut total = 0;
+        loop {
+            let n = self.execute(sql, &[Param::Time(before)]).await?;
+            total += n;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Answers when the database does.

@@ -11,7 +11,9 @@ mod counters;
 mod db;
 mod error;
 mod gate;
+mod messages;
 mod outcomes;
+mod records;
 mod settings;
 mod verifications;
 
@@ -22,10 +24,12 @@ use time::OffsetDateTime;
 use gate::Gate;
 
 pub use error::StorageError;
+pub use messages::{NewMessage, StatusChange};
 pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
     Reservation, SendKind, SendOutcome, window_start,
 };
+pub use records::{MessageRecord, StatsRow, VerificationRecord, VerificationStatus};
 pub use settings::DatabaseSettings;
 
 /// The database and the gate in front of it; cheap to clone (both are shared handles). Its
@@ -59,6 +63,8 @@ impl Storage {
     /// Returns how many verifications went.
     pub async fn purge(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
         let purged = verifications::purge(&self.db, before).await?;
+        records::purge(&self.db, before).await?;
+        messages::purge(&self.db, before).await?;
         counters::purge(&self.db, window_start(before)).await?;
         Ok(purged)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::PhoneNumber;
+use crate::domain::{Channel, PhoneNumber};
 
 /// Whether a send may start a verification or only renew an existing, unapproved one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +29,11 @@ pub struct NewSend<'a> {
     pub max_sends_per_hour: u32,
     /// The id a brand-new verification gets; a pending one keeps its own.
     pub new_verification_id: Uuid,
-    /// Identifies this send, so releasing it cannot undo a later one.
+    /// Identifies this send, so releasing it cannot undo a later one; also its message's id.
     pub send_id: Uuid,
+    pub channel: Channel,
+    /// The provider the code goes to; `None` for a test number (nothing is sent, no message record).
+    pub provider: Option<&'static str>,
     /// Sends per client IP per hour, across instances (`None`: not counted).
     pub ip_cap: Option<CounterCap>,
     /// Sends per destination country per hour, across instances (`None`: not counted).

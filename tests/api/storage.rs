@@ -22,6 +22,8 @@ fn new_send(phone: &PhoneNumber, kind: SendKind, now: OffsetDateTime) -> NewSend
         max_sends_per_hour: 5,
         new_verification_id: uuid::Uuid::new_v4(),
         send_id: uuid::Uuid::new_v4(),
+        channel: phone_verify::domain::Channel::Sms,
+        provider: Some("twilio-messaging"),
         ip_cap: Some(CounterCap {
             key: "192.0.2.1".into(),
             max: 100,

@@ -51,6 +51,7 @@ vars=(
   # The service binds "" as the keys with the caps off; pgbench refuses an empty -D value, and a
   # key is never read while its cap is 0.
   -D ip_key=- -D ip_max=0 -D country_key=- -D country_max=0
+  -D country=US -D channel=sms -D provider=twilio-messaging
   -D seq=0
 )
 

@@ -8,7 +8,7 @@ mod send;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Db, Param, Sql};
+use super::db::{Db, Param, Row, Sql};
 use super::outcomes::{
     AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, RETRIES, RowState,
     classify_refused_check,
@@ -18,9 +18,35 @@ use crate::domain::PhoneNumber;
 
 // Compares and counts in one statement: the WHERE admits only a pending, unexpired code with attempts
 // left, and the row lock makes concurrent checks take turns, so a code is approved once and wrong
-// attempts stop at the maximum.
-const CHECK_CODE: Sql = Sql::same(
-    r#"
+// attempts stop at the maximum. On Postgres the same statement records the approval in the
+// verification's record and marks its message converted.
+const PG_CHECK_CODE: &str = r#"
+with checked as (
+    update verification set
+        attempts = attempts + case when code_hash = $2 then 0 else 1 end,
+        status = case when code_hash = $2 then 'approved' else status end,
+        approved_at = case when code_hash = $2 then $3 else approved_at end,
+        code_hash = case when code_hash = $2 then null else code_hash end,
+        updated_at = $3
+    where phone_number = $1
+      and status = 'pending'
+      and code_hash is not null
+      and expires_at > $3
+      and attempts < $4
+    returning verification_id, status = 'approved' as approved, attempts, current_send_id
+), approved_record as (
+    update verification_record r set status = 'approved', approved_at = $3,
+        attempts = c.attempts, updated_at = $3
+    from checked c where c.approved and r.verification_id = c.verification_id
+), converted as (
+    update message m set verified_at = $3
+    from checked c where c.approved and m.message_id = c.current_send_id
+)
+select verification_id, approved, attempts, current_send_id from checked
+"#;
+
+// SQLite has no UPDATE in a CTE: the record and the message follow (`record_approval`).
+const SQLITE_CHECK_CODE: &str = r#"
 update verification set
     attempts = attempts + case when code_hash = $2 then 0 else 1 end,
     status = case when code_hash = $2 then 'approved' else status end,
@@ -32,9 +58,19 @@ where phone_number = $1
   and code_hash is not null
   and expires_at > $3
   and attempts < $4
-returning verification_id, status = 'approved' as approved, attempts
+returning verification_id, status = 'approved' as approved, attempts, current_send_id
+"#;
+
+const CHECK_CODE: Sql = Sql::each(PG_CHECK_CODE, SQLITE_CHECK_CODE);
+
+const APPROVE_RECORD: Sql = Sql::same(
+    r#"
+update verification_record set status = 'approved', approved_at = $2, attempts = $3, updated_at = $2
+where verification_id = $1
 "#,
 );
+
+const CONVERT_MESSAGE: Sql = Sql::same("update message set verified_at = $2 where message_id = $1");
 
 // Provider-kept codes (Twilio Verify): the row has no code hash; an attempt is counted before the
 // provider is asked, under the same conditions as CHECK_CODE.
@@ -57,7 +93,7 @@ const APPROVE_ATTEMPT: Sql = Sql::same(
 update verification set status = 'approved', approved_at = $3,
     attempts = case when attempts > 0 then attempts - 1 else 0 end, updated_at = $3
 where phone_number = $1 and verification_id = $2 and status = 'pending'
-returning verification_id
+returning verification_id, attempts, current_send_id
 "#,
 );
 
@@ -101,7 +137,6 @@ delete from verification where phone_number in (
 )
 "#,
 );
-const PURGE_BATCH: u64 = 10_000;
 
 /// The row as it is now, to say why a statement refused it.
 async fn read_state(db: &Db, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
@@ -134,6 +169,9 @@ impl Storage {
         for _ in 0..RETRIES {
             match self.db.fetch_optional(CHECK_CODE, &params).await? {
                 Some(row) if row.get(1)? => {
+                    if matches!(self.db, Db::Sqlite(_)) {
+                        record_approval(&self.db, &row, check.now).await?;
+                    }
                     return Ok(CheckOutcome::Approved {
                         verification_id: row.get(0)?,
                         verified_at: check.now,
@@ -209,22 +247,34 @@ impl Storage {
             AttemptResult::Refund => (REFUND_ATTEMPT, 3),
             AttemptResult::Exhausted => (EXHAUST_ATTEMPTS, 4),
         };
-        Ok(self
-            .db
-            .fetch_optional(sql, &params[..used])
-            .await?
-            .is_some())
+        let row = self.db.fetch_optional(sql, &params[..used]).await?;
+        if let (AttemptResult::Approved, Some(row)) = (result, &row) {
+            record_approval(&self.db, row, now).await?;
+        }
+        Ok(row.is_some())
     }
+}
+
+/// After an approval that did not record itself (SQLite, Twilio Verify): the verification's record
+/// and its converted message. `row` is (verification_id, …, attempts, current_send_id) as the
+/// approving statement returned it.
+async fn record_approval(db: &Db, row: &Row, now: OffsetDateTime) -> Result<(), StorageError> {
+    let verification_id: Uuid = row.get(0)?;
+    let n = row.columns();
+    let attempts = row.int(n - 2)?;
+    let send_id: Uuid = row.get(n - 1)?;
+    let record = [
+        Param::Uuid(verification_id),
+        Param::Time(now),
+        Param::Int4(attempts as i32),
+    ];
+    db.execute(APPROVE_RECORD, &record).await?;
+    db.execute(CONVERT_MESSAGE, &[Param::Uuid(send_id), Param::Time(now)])
+        .await?;
+    Ok(())
 }
 
 /// Deletes rows untouched since `before`; returns how many went.
 pub(super) async fn purge(db: &Db, before: OffsetDateTime) -> Result<u64, StorageError> {
-    let mut total = 0;
-    loop {
-        let n = db.execute(PURGE, &[Param::Time(before)]).await?;
-        total += n;
-        if n < PURGE_BATCH {
-            return Ok(total);
-        }
-    }
+    db.delete_in_batches(PURGE, before).await
 }

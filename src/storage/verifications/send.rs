@@ -46,7 +46,6 @@ const PG_START_SEND: &str = r#"
       and (select count(*) from unnest(v.send_times) t where t > $8) < $9
     returning v.verification_id
 )
-select (select verification_id from sent), (select count from ip), (select count from country)
 "#;
 
 const PG_RESEND: &str = r#"
@@ -66,10 +65,42 @@ const PG_RESEND: &str = r#"
       and (select count(*) from unnest(v.send_times) t where t > $8) < $9
     returning v.verification_id
 )
+"#;
+
+// Both Postgres sends end here: the verification's record and the message, written by the same
+// statement as the row ($15 country, $16 channel, $17 provider; no message for a test number).
+const PG_RECORDS: &str = r#"
+, new_record as (
+    insert into verification_record as r
+        (verification_id, phone_number, status, attempts, expires_at, created_at, updated_at)
+    select verification_id, $1, 'pending', 0, $4, $6, $6 from sent
+    on conflict (verification_id) do update set status = 'pending', attempts = 0,
+        expires_at = excluded.expires_at, approved_at = null, updated_at = excluded.updated_at
+), new_message as (
+    insert into message (message_id, verification_id, phone_number, country, channel, provider,
+                         status, is_code, created_at, status_updated_at)
+    select $5, verification_id, $1, $15, $16, $17, 'sending', true, $6, $6 from sent
+    where $17 <> ''
+)
 select (select verification_id from sent), (select count from ip), (select count from country)
 "#;
 
-// The send statements joined with the counters' CTEs, once.
+// SQLite: the same two writes, after the row, in the send's transaction.
+const SQLITE_RECORD: &str = r#"
+insert into verification_record
+    (verification_id, phone_number, status, attempts, expires_at, created_at, updated_at)
+values ($1, $2, 'pending', 0, $3, $4, $4)
+on conflict (verification_id) do update set status = 'pending', attempts = 0,
+    expires_at = excluded.expires_at, approved_at = null, updated_at = excluded.updated_at
+"#;
+
+const SQLITE_MESSAGE: &str = r#"
+insert into message (message_id, verification_id, phone_number, country, channel, provider,
+                     status, is_code, created_at, status_updated_at)
+values ($1, $2, $3, $4, $5, $6, 'sending', 1, $7, $7)
+"#;
+
+// The send statements joined with the counters' CTEs and the records, once.
 static PG_START_SEND_SQL: OnceLock<String> = OnceLock::new();
 static PG_RESEND_SQL: OnceLock<String> = OnceLock::new();
 
@@ -160,7 +191,8 @@ impl Storage {
         let window = window_start(send.now);
         let (ip_key, ip_max) = cap_binds(&send.ip_cap);
         let (country_key, country_max) = cap_binds(&send.country_cap);
-        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS (Postgres only).
+        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS and $15 to $17 to PG_RECORDS
+        // (Postgres only).
         let params = [
             Param::Text(send.phone.as_ref()),
             Param::Uuid(send.new_verification_id),
@@ -176,6 +208,9 @@ impl Storage {
             Param::Time(window),
             Param::Text(country_key),
             Param::Int8(country_max),
+            Param::Text(send.phone.region().unwrap_or("XX")),
+            Param::Text(send.channel.as_str()),
+            Param::Text(send.provider.unwrap_or("")),
         ];
         for _ in 0..RETRIES {
             let tried = match &self.db {
@@ -254,9 +289,11 @@ async fn send_postgres(
 ) -> Result<Tried, StorageError> {
     let sql = match send.kind {
         SendKind::Start => {
-            PG_START_SEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_START_SEND}"))
+            PG_START_SEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}"))
         }
-        SendKind::Resend => PG_RESEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_RESEND}")),
+        SendKind::Resend => {
+            PG_RESEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}"))
+        }
     };
     let row = Row::Postgres(db::postgres(sql.as_str(), params).fetch_one(pool).await?);
     let id: Option<Uuid> = row.get(0)?;
@@ -302,7 +339,28 @@ async fn send_sqlite(
         tx.rollback().await?;
         return Ok(Tried::Refused);
     };
-    let verification_id = row.get(0)?;
+    let verification_id: Uuid = row.get(0)?;
+    let record = [
+        Param::Uuid(verification_id),
+        Param::Text(send.phone.as_ref()),
+        Param::Time(send.expires_at),
+        Param::Time(send.now),
+    ];
+    db::sqlite(SQLITE_RECORD, &record).execute(&mut *tx).await?;
+    if let Some(provider) = send.provider {
+        let message = [
+            Param::Uuid(send.send_id),
+            Param::Uuid(verification_id),
+            Param::Text(send.phone.as_ref()),
+            Param::Text(send.phone.region().unwrap_or("XX")),
+            Param::Text(send.channel.as_str()),
+            Param::Text(provider),
+            Param::Time(send.now),
+        ];
+        db::sqlite(SQLITE_MESSAGE, &message)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(Tried::Sent {
         verification_id,

@@ -1,0 +1,167 @@
+//! The message table: one record per message handed to a provider, with a delivery status that
+//! only moves forward. Code messages are inserted by the send statement (`verifications::send`);
+//! custom SMS here.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::db::{Param, Sql};
+use super::{Storage, StorageError};
+use crate::domain::{Channel, MessageStatus, PhoneNumber};
+
+/// A custom SMS about to be handed to a provider.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub message_id: Uuid,
+    pub phone: &'a PhoneNumber,
+    pub channel: Channel,
+    pub provider: &'static str,
+    pub now: OffsetDateTime,
+}
+
+/// A status change that a report made (a duplicate or late report makes none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub message_id: Uuid,
+    pub verification_id: Option<Uuid>,
+    pub provider: String,
+    pub channel: Channel,
+    pub status: MessageStatus,
+    pub accepted_at: Option<OffsetDateTime>,
+    pub at: OffsetDateTime,
+}
+
+const INSERT_MESSAGE: Sql = Sql::same(
+    r#"
+insert into message (message_id, verification_id, phone_number, country, channel, provider, status,
+                     is_code, created_at, status_updated_at)
+values ($1, null, $2, $3, $4, $5, 'sending', $6, $7, $7)
+"#,
+);
+
+// The never-moves-back rule as a condition of the update ($2 the new status): a higher rank only,
+// and `read` only after `delivered`. Rank order as `MessageStatus::rank`.
+macro_rules! forward_only {
+    () => {
+        r#"
+  and case when $2 = 'read' then status = 'delivered'
+           else (case $2 when 'sending' then 0 when 'accepted' then 1 when 'sent' then 2
+                         when 'read' then 4 else 3 end)
+              > (case status when 'sending' then 0 when 'accepted' then 1 when 'sent' then 2
+                             when 'read' then 4 else 3 end) end
+"#
+    };
+}
+
+// The provider's answer to the send itself.
+const ANSWERED: Sql = Sql::same(concat!(
+    r#"
+update message set status = $2,
+    provider_message_id = coalesce($3, provider_message_id),
+    error_code = coalesce($4, error_code),
+    accepted_at = case when $2 in ('accepted', 'sent') then $5 else accepted_at end,
+    status_updated_at = $5
+where message_id = $1"#,
+    forward_only!()
+));
+
+// A delivery report: found by the provider's id, applied only forward, so of two instances that
+// receive the same callback one changes the row and the other finds nothing to change.
+const REPORTED: Sql = Sql::same(concat!(
+    r#"
+update message set status = $2,
+    error_code = coalesce($4, error_code),
+    accepted_at = coalesce(accepted_at, $5),
+    status_updated_at = $5
+where provider = $1 and provider_message_id = $3"#,
+    forward_only!(),
+    "returning message_id, verification_id, channel, accepted_at\n"
+));
+
+const PURGE: Sql = Sql::each(
+    r#"
+delete from message where message_id = any(array(
+    select message_id from message where created_at < $1 order by created_at limit 10000
+))
+"#,
+    r#"
+delete from message where message_id in (
+    select message_id from message where created_at < $1 order by created_at limit 10000
+)
+"#,
+);
+
+impl Storage {
+    /// Records a custom SMS before it goes out (`sending`).
+    pub async fn record_message(&self, m: &NewMessage<'_>) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Uuid(m.message_id),
+            Param::Text(m.phone.as_ref()),
+            Param::Text(m.phone.region().unwrap_or("XX")),
+            Param::Text(m.channel.as_str()),
+            Param::Text(m.provider),
+            Param::Bool(false),
+            Param::Time(m.now),
+        ];
+        self.db.execute(INSERT_MESSAGE, &params).await.map(drop)
+    }
+
+    /// What the provider answered to the send: taken (with its id), refused, or unavailable.
+    pub async fn message_answered(
+        &self,
+        message_id: Uuid,
+        status: MessageStatus,
+        provider_message_id: Option<&str>,
+        error_code: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Uuid(message_id),
+            Param::Text(status.as_str()),
+            Param::OptText(provider_message_id),
+            Param::OptText(error_code),
+            Param::Time(now),
+        ];
+        self.db.execute(ANSWERED, &params).await.map(drop)
+    }
+
+    /// A delivery report from a provider callback; applies only if it moves the status forward.
+    /// `None`: unknown (provider, provider_message_id), or no change.
+    pub async fn report_status(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        status: MessageStatus,
+        error_code: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Option<StatusChange>, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Text(provider),
+            Param::Text(status.as_str()),
+            Param::Text(provider_message_id),
+            Param::OptText(error_code),
+            Param::Time(now),
+        ];
+        let Some(row) = self.db.fetch_optional(REPORTED, &params).await? else {
+            return Ok(None);
+        };
+        let channel: String = row.get(2)?;
+        Ok(Some(StatusChange {
+            message_id: row.get(0)?,
+            verification_id: row.get(1)?,
+            provider: provider.to_string(),
+            channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
+            status,
+            accepted_at: row.opt_time(3)?,
+            at: now,
+        }))
+    }
+}
+
+/// Deletes message records created before `before`, by the `created_at` index.
+pub(super) async fn purge(db: &super::db::Db, before: OffsetDateTime) -> Result<u64, StorageError> {
+    db.delete_in_batches(PURGE, before).await
+}
