@@ -93,18 +93,21 @@ async fn post_signed(app: &TestApp, params: &[(String, String)]) -> Answer {
     post_callback(app, params, Some(&sign(TWILIO_TOKEN, params))).await
 }
 
-/// A series' value on `/metrics` (0 when absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
+async fn metrics_text(app: &TestApp) -> String {
+    let response = app
         .api
         .get(format!("{}/metrics", app.address))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    text.lines()
+    response.text().await.unwrap()
+}
+
+/// A series' value on `/metrics` (0 when absent).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    metrics_text(app)
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|value| value.trim().parse().unwrap())
         .unwrap_or(0.0)
@@ -130,7 +133,11 @@ async fn a_forged_callback_is_refused(backend: Backend) {
     // Signed, then a parameter changed on the way.
     let signed = sign(TWILIO_TOKEN, &report);
     let mut changed = report.clone();
-    changed[4].1 = "failed".into();
+    for (name, value) in &mut changed {
+        if name == "MessageStatus" {
+            *value = "failed".into();
+        }
+    }
     post_callback(&app, &changed, Some(&signed))
         .await
         .assert_problem(403, "invalid_signature");
@@ -239,18 +246,32 @@ async fn the_per_ip_request_rate_never_applies_to_callbacks(backend: Backend) {
 }
 
 async fn every_message_asks_twilio_for_status_callbacks(backend: Backend) {
-    let (app, _db) = spawn_app_with(backend, with_callbacks()).await;
+    let token = "internal-token-0123456789";
+    let (app, _db) =
+        spawn_app_with(backend, with_callbacks().var("INTERNAL_API_TOKEN", token)).await;
 
     app.send_and_read_code("+12125551234").await;
+    let custom = app
+        .api
+        .post(format!("{}/api/sms/send", app.address))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"phone_number": "+12125550000", "message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(custom.status(), StatusCode::OK);
 
     let requests = app.twilio_requests().await;
-    assert_eq!(requests.len(), 1);
-    assert_valid(&requests[0], MESSAGES);
-    let messages = app.sent_messages().await;
-    assert_eq!(
-        messages[0]["StatusCallback"],
-        "https://verify.example.com/webhooks/twilio/status"
-    );
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_valid(request, MESSAGES);
+    }
+    for message in app.sent_messages().await {
+        assert_eq!(
+            message["StatusCallback"],
+            "https://verify.example.com/webhooks/twilio/status"
+        );
+    }
 }
 
 async fn a_delivered_report_changes_the_message_once(backend: Backend) {
@@ -269,7 +290,14 @@ async fn a_delivered_report_changes_the_message_once(backend: Backend) {
     );
     app.clock.advance(Duration::from_secs(7));
 
-    let answer = post_signed(&app, &message_report(SID, "delivered")).await;
+    // A forgery for a real message is refused and changes nothing.
+    let report = message_report(SID, "delivered");
+    post_callback(&app, &report, Some(&sign("not-the-auth-token", &report)))
+        .await
+        .assert_problem(403, "invalid_signature");
+    assert_eq!(metric(&app, DELIVERED).await, delivered);
+
+    let answer = post_signed(&app, &report).await;
 
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
     assert_eq!(metric(&app, DELIVERED).await, delivered + 1.0);
@@ -277,6 +305,8 @@ async fn a_delivered_report_changes_the_message_once(backend: Backend) {
     assert_eq!(metric(&app, DELIVERY_COUNT).await, count + 1.0);
     assert_eq!(metric(&app, within_10s).await, before_10s + 1.0);
     assert_eq!(metric(&app, within_5s).await, before_5s);
+    let text = metrics_text(&app).await;
+    assert!(text.contains(within_5s), "{text}");
 }
 
 async fn a_late_or_conflicting_report_changes_nothing(backend: Backend) {
