@@ -43,7 +43,7 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
             return 2;
         }
     };
-    let providers = match config.sms.providers() {
+    let providers = match config.sms.providers(config.http.twilio_status_callback()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("send-test: {e:#}");

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     InvalidPhoneNumber,
     InvalidCodeFormat,
     CountryNotAllowed,
+    InvalidSignature,
     Unauthorized,
     InvalidCode,
     VerificationNotFound,
@@ -35,7 +36,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::InvalidPhoneNumber,
         ErrorCode::InvalidCodeFormat,
         ErrorCode::CountryNotAllowed,
+        ErrorCode::InvalidSignature,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidCode,
         ErrorCode::VerificationNotFound,
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::InvalidPhoneNumber => "invalid_phone_number",
             ErrorCode::InvalidCodeFormat => "invalid_code_format",
             ErrorCode::CountryNotAllowed => "country_not_allowed",
+            ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::VerificationNotFound => "verification_not_found",
@@ -112,6 +115,8 @@ pub enum Error {
     InvalidCodeFormat { length: usize },
     #[error("Phone numbers from this country are not accepted.")]
     CountryNotAllowed,
+    #[error("The request's signature is missing or does not match.")]
+    InvalidSignature,
     #[error("A valid bearer token is required.")]
     Unauthorized,
     #[error("The code is not correct.")]

@@ -7,6 +7,11 @@
 //! - `verifications_total{outcome}`: approved, invalid_code, not_found, expired, max_attempts, error
 //! - `rate_limit_rejections_total{kind}`: request_rate, resend_cooldown, number_hourly, ip_hourly,
 //!   country_hourly, provider_limit
+//! - `sms_message_status_total{provider, channel, status}`: message records moved to a new status
+//!   by a provider's delivery report, counted once per change (a duplicate report, or the same
+//!   report through another instance, changes nothing and is not counted)
+//! - `sms_delivery_seconds{provider, channel}`: from the provider accepting a message to its
+//!   `delivered` report
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -16,12 +21,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::domain::MessageStatus;
 use crate::error::{Error, SendCap};
 use crate::sms::SmsError;
+use crate::storage::StatusChange;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Delivery takes seconds to minutes; a report hours late is still one sample, in the last bucket.
+const DELIVERY_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0];
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -33,6 +43,11 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(
+                    Matcher::Full("sms_delivery_seconds".into()),
+                    DELIVERY_BUCKETS,
+                )
                 .expect("static buckets are valid")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
@@ -113,4 +128,23 @@ pub fn rejection(error: &Error) {
         _ => return,
     };
     metrics::counter!("rate_limit_rejections_total", "kind" => kind).increment(1);
+}
+
+/// Called once for each status change that storage applied, never for a report that changed nothing.
+pub fn message_status(change: &StatusChange) {
+    let channel = change.channel.as_str();
+    metrics::counter!(
+        "sms_message_status_total",
+        "provider" => change.provider.clone(),
+        "channel" => channel,
+        "status" => change.status.as_str()
+    )
+    .increment(1);
+    if change.status == MessageStatus::Delivered
+        && let Some(accepted_at) = change.accepted_at
+    {
+        let seconds = (change.at - accepted_at).as_seconds_f64().max(0.0);
+        metrics::histogram!("sms_delivery_seconds", "provider" => change.provider.clone(), "channel" => channel)
+            .record(seconds);
+    }
 }

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AppEnv, Config};
 use crate::domain::{CodeHasher, PhoneNumber};
-use crate::http::{self, AppState};
+use crate::http::webhooks::TwilioWebhook;
+use crate::http::{self, AppState, HttpSettings};
+use crate::sms::SmsSettings;
 use crate::storage::Storage;
 use crate::verification::Verifier;
 
@@ -64,7 +66,10 @@ impl Application {
         // blocking threads while the database connection and migrations, mostly waiting on the
         // network, go on here: start-up takes the longest of the three, not their sum.
         let warm_up = tokio::task::spawn_blocking(PhoneNumber::warm_up);
-        let providers = tokio::task::spawn_blocking(move || sms_settings.providers());
+        let twilio_webhook = twilio_webhook(&http_settings, &sms_settings);
+        let status_callback = http_settings.twilio_status_callback();
+        let providers =
+            tokio::task::spawn_blocking(move || sms_settings.providers(status_callback));
         let storage = database.connect().await?;
         let providers = providers.await??;
         warm_up.await?;
@@ -103,6 +108,7 @@ impl Application {
             messages: providers.messages,
             tokens: token.signer().map(Arc::new),
             retention: database.retention,
+            twilio_webhook,
         };
         let router = http::router(state);
         tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "listening");
@@ -167,6 +173,16 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// Twilio's callbacks can be checked only with both the URL Twilio calls and the token it signs with.
+fn twilio_webhook(http: &HttpSettings, sms: &SmsSettings) -> Option<Arc<TwilioWebhook>> {
+    let public_base_url = http.public_base_url.clone()?;
+    let twilio = sms.twilio.as_ref()?;
+    Some(Arc::new(TwilioWebhook {
+        auth_token: twilio.auth_token.clone(),
+        public_base_url,
+    }))
 }
 
 fn spawn_purge(storage: Storage, clock: Arc<dyn Clock>, retention: Duration) -> JoinHandle<()> {

@@ -9,6 +9,7 @@ pub mod problem;
 pub mod rate_limit;
 mod settings;
 pub mod verifications;
+pub mod webhooks;
 
 pub use settings::HttpSettings;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub messages: Option<Arc<dyn SmsSender>>,
     /// `DATA_RETENTION_HOURS`: how far back the by-number lookup reaches.
     pub retention: std::time::Duration,
+    /// Checks Twilio's status callbacks; set with `PUBLIC_BASE_URL` and Twilio credentials.
+    pub twilio_webhook: Option<Arc<webhooks::TwilioWebhook>>,
 }
 
 /// The largest request body the API accepts.
@@ -124,9 +127,12 @@ pub fn router(state: AppState) -> Router {
         HeaderValue::from_static("no-store"),
     ));
 
-    Router::new()
-        .merge(api)
-        .merge(health::router())
+    // Beside the API, not in it: outside the per-IP rate, with its own body limit.
+    let mut app = Router::new().merge(api);
+    if state.twilio_webhook.is_some() {
+        app = app.merge(webhooks::router());
+    }
+    app.merge(health::router())
         .merge(openapi::router())
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

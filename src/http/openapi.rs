@@ -22,6 +22,7 @@ use super::AppState;
         super::lookups::verification,
         super::lookups::verifications_of_number,
         super::lookups::stats,
+        super::webhooks::twilio_status,
         super::health::health,
         super::health::ready,
         super::health::metrics,
@@ -32,6 +33,7 @@ use super::AppState;
     tags(
         (name = "verification", description = "Send and check codes"),
         (name = "internal", description = "For other backends, never browsers"),
+        (name = "webhooks", description = "Delivery reports from providers, signed"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

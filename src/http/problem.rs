@@ -48,7 +48,7 @@ impl Error {
             Error::InvalidRequest(_)
             | Error::InvalidPhoneNumber(_)
             | Error::InvalidCodeFormat { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::CountryNotAllowed => StatusCode::FORBIDDEN,
+            Error::CountryNotAllowed | Error::InvalidSignature => StatusCode::FORBIDDEN,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InvalidCode { .. } => StatusCode::BAD_REQUEST,
             Error::VerificationNotFound | Error::RouteNotFound => StatusCode::NOT_FOUND,
@@ -76,6 +76,7 @@ impl Error {
             Error::InvalidPhoneNumber(_) => ErrorCode::InvalidPhoneNumber,
             Error::InvalidCodeFormat { .. } => ErrorCode::InvalidCodeFormat,
             Error::CountryNotAllowed => ErrorCode::CountryNotAllowed,
+            Error::InvalidSignature => ErrorCode::InvalidSignature,
             Error::Unauthorized => ErrorCode::Unauthorized,
             Error::InvalidCode { .. } => ErrorCode::InvalidCode,
             Error::VerificationNotFound => ErrorCode::VerificationNotFound,

@@ -1,5 +1,6 @@
 //! The HTTP settings: where to listen, who may call (CORS, the internal token), how the client IP
-//! is found and how fast it may call, and how long a shutdown drains.
+//! is found and how fast it may call, how long a shutdown drains, and the public URL providers call
+//! back on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub struct HttpSettings {
     pub internal_api_token: Option<SecretString>,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// The URL Twilio reaches this service at (`PUBLIC_BASE_URL`, no trailing slash); enables
+    /// status callbacks.
+    pub public_base_url: Option<String>,
 }
 
 impl HttpSettings {
@@ -52,8 +56,38 @@ impl HttpSettings {
             )?,
             internal_api_token: internal_api_token.map(SecretString::from),
             shutdown_timeout: vars.seconds("SHUTDOWN_TIMEOUT_SECONDS", 20, 1, 3_600)?,
+            public_base_url: public_base_url(vars)?,
         })
     }
+
+    /// Where Twilio is asked to report delivery statuses; `None` without `PUBLIC_BASE_URL`.
+    pub fn twilio_status_callback(&self) -> Option<String> {
+        self.public_base_url
+            .as_ref()
+            .map(|base| format!("{base}{}", super::webhooks::TWILIO_STATUS_PATH))
+    }
+}
+
+/// An http(s) URL that a path can be appended to: a path prefix is fine (a proxy may mount the
+/// service under one), a query or fragment would end up in the middle of the callback URL.
+fn public_base_url(vars: &Vars<'_>) -> Result<Option<String>, ConfigError> {
+    if vars.string("PUBLIC_BASE_URL").is_none() {
+        return Ok(None);
+    }
+    let base = vars.url("PUBLIC_BASE_URL", "")?;
+    let url = reqwest::Url::parse(&base)
+        .map_err(|e| ConfigError::new("PUBLIC_BASE_URL", e.to_string()))?;
+    if url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(ConfigError::new(
+            "PUBLIC_BASE_URL",
+            format!("expected a URL such as https://verify.example.com, got `{base}`"),
+        ));
+    }
+    Ok(Some(base))
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing more.
@@ -104,6 +138,30 @@ mod tests {
         ] {
             let err = config(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err();
             assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_public_base_url_is_an_http_url_without_its_trailing_slash() {
+        assert_eq!(config(&[]).unwrap().http.twilio_status_callback(), None);
+        let c = config(&[("PUBLIC_BASE_URL", "https://verify.example.com/")]).unwrap();
+        assert_eq!(
+            c.http.public_base_url.as_deref(),
+            Some("https://verify.example.com")
+        );
+        assert_eq!(
+            c.http.twilio_status_callback().as_deref(),
+            Some("https://verify.example.com/webhooks/twilio/status")
+        );
+        for bad in [
+            "verify.example.com",
+            "ftp://verify.example.com",
+            "https://",
+            "https://verify.example.com/?x=1",
+            "https://user@verify.example.com",
+        ] {
+            let err = config(&[("PUBLIC_BASE_URL", bad)]).unwrap_err();
+            assert_eq!(err.variable, "PUBLIC_BASE_URL", "{bad}");
         }
     }
 }

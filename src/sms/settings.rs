@@ -141,8 +141,9 @@ impl SmsSettings {
                 .is_some_and(|t| t.phone_number.is_some())
     }
 
-    /// Builds the senders these settings ask for, sharing one HTTP client.
-    pub fn providers(&self) -> anyhow::Result<Providers> {
+    /// Builds the senders these settings ask for, sharing one HTTP client. With a `status_callback`
+    /// URL, the Messaging provider asks Twilio to report each message's delivery status there.
+    pub fn providers(&self, status_callback: Option<String>) -> anyhow::Result<Providers> {
         if self.provider == SmsProviderKind::Console {
             let console: Arc<dyn SmsSender> = Arc::new(ConsoleSender::new(self.template.clone()));
             return Ok(Providers {
@@ -161,6 +162,7 @@ impl SmsSettings {
                 &twilio.api_base_url,
                 from.clone(),
                 self.template.clone(),
+                status_callback,
             ))),
             None => None,
         };

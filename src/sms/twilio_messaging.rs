@@ -15,6 +15,8 @@ pub struct TwilioMessagingSender {
     url: String,
     from: String,
     template: String,
+    /// `StatusCallback` sent with every message, so nothing needs setting in Twilio's console.
+    status_callback: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +31,7 @@ impl TwilioMessagingSender {
         base_url: &str,
         from: String,
         template: String,
+        status_callback: Option<String>,
     ) -> Self {
         let url = format!(
             "{base_url}/2010-04-01/Accounts/{}/Messages.json",
@@ -39,6 +42,7 @@ impl TwilioMessagingSender {
             url,
             from,
             template,
+            status_callback,
         }
     }
 
@@ -49,11 +53,14 @@ impl TwilioMessagingSender {
         } else {
             "From"
         };
-        let form = [
+        let mut form = vec![
             ("To", to.as_ref()),
             (from_field, self.from.as_str()),
             ("Body", body),
         ];
+        if let Some(url) = &self.status_callback {
+            form.push(("StatusCallback", url.as_str()));
+        }
         let answer = self.client.post_form(&self.url, &form).await?;
         if !answer.status.is_success() {
             return Err(answer.into_error());

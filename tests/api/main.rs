@@ -3,6 +3,7 @@
 mod helpers;
 
 mod abuse;
+mod callbacks;
 mod concurrency;
 mod health;
 mod instances;

@@ -128,6 +128,14 @@ fn the_validator_rejects_a_drifted_request() {
             &serde_json::json!({"To": "+12125551234", "From": "+15005550006", "Body": "x"})
         )
     );
+    assert!(validator.is_valid(&serde_json::json!({
+        "To": "+12125551234", "From": "+15005550006", "Body": "x",
+        "StatusCallback": "https://verify.example.com/webhooks/twilio/status"
+    })));
+    assert!(!validator.is_valid(&serde_json::json!({
+        "To": "+12125551234", "From": "+15005550006", "Body": "x",
+        "StatusCallbackUrl": "https://verify.example.com/webhooks/twilio/status"
+    })));
     assert!(
         !validator.is_valid(&serde_json::json!({"to": "+12125551234", "From": "+15005550006"}))
     );
