@@ -55,6 +55,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 204, description = "Taken (also for an unknown message or status, which is ignored)"),
         (status = 403, description = "`invalid_signature`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `PUBLIC_BASE_URL` or the Twilio credentials are not set", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`storage_unavailable`", body = Problem, content_type = "application/problem+json"),
