@@ -46,6 +46,7 @@ env BIND_ADDR="127.0.0.1:$port" \
     DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
     SMS_PROVIDER=console \
     INTERNAL_API_TOKEN="$token" \
+    TWILIO_ACCOUNT_SID=ACschemathesis TWILIO_AUTH_TOKEN=schemathesis-token PUBLIC_BASE_URL=https://verify.example.com \
     RATE_LIMIT_PER_IP_PER_MINUTE=0 \
     MAX_SENDS_PER_IP_PER_HOUR=0 \
     RUST_LOG=warn \
