@@ -1,9 +1,10 @@
 //! `POST /api/sms/send`: free-text SMS for other backends, behind a bearer token.
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -52,23 +53,28 @@ pub struct SendSmsResponse {
     pub provider_message_id: Option<String>,
 }
 
-/// Compares the bearer token in constant time, so its bytes cannot be guessed from response times.
-/// Every internal endpoint (this one, `lookups`) calls it first.
-pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+/// The layer over every internal route (this one, `lookups`): the bearer token, compared in
+/// constant time, before any extractor reads the path, query or body, so a caller without it learns
+/// nothing, not even whether its input parses.
+pub(super) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = &state.settings.internal_api_token else {
-        return false;
+        return Error::Unauthorized.into_response();
     };
-    let Some(given) = headers
+    let given = request
+        .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given
-        .as_bytes()
-        .ct_eq(expected.expose_secret().as_bytes())
-        .into()
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) => {
+            next.run(request).await
+        }
+        _ => Error::Unauthorized.into_response(),
+    }
 }
 
 /// Internal: send a custom SMS (other backends only). Exists only when `INTERNAL_API_TOKEN` is set.
@@ -95,14 +101,8 @@ pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
 )]
 pub async fn send_sms(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<AppJson<SendSmsRequest>, Error>,
+    AppJson(body): AppJson<SendSmsRequest>,
 ) -> Result<AppJson<SendSmsResponse>, Error> {
-    // The token is checked before the body is looked at: callers without it learn nothing.
-    if !authorized(&state, &headers) {
-        return Err(Error::Unauthorized);
-    }
-    let AppJson(body) = body?;
     let phone = parse_phone(&body.phone_number)?;
     state.verifier.check_country(&phone)?;
     let chars = body.message.chars().count();

@@ -113,7 +113,10 @@ pub fn router(state: AppState) -> Router {
     // Verification answers must never be cached by a browser or a proxy.
     let mut api = verifications::router();
     if state.settings.internal_api_token.is_some() {
-        api = api.merge(internal::router()).merge(lookups::router());
+        let internal = internal::router().merge(lookups::router()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), internal::require_token),
+        );
+        api = api.merge(internal);
     }
     if state.settings.rate_limit_per_ip_per_minute > 0 {
         api = rate_limit::limit(
