@@ -43,8 +43,49 @@ impl Sql {
     }
 }
 
-/// The `limit` of every purge statement.
+/// The `limit` of every purge statement (`purge_sql!`).
 const PURGE_BATCH: u64 = 10_000;
+
+/// The purge of a table: rows whose `$column` is before `$1`, `PURGE_BATCH` at a time, by the index
+/// on that column. On Postgres `= any(array(..))` deletes by primary key; an `in (subquery)` was
+/// planned as a hash join over a full scan of the table.
+macro_rules! purge_sql {
+    ($table:literal, $key:literal, $column:literal) => {
+        $crate::storage::db::Sql::each(
+            concat!(
+                "delete from ",
+                $table,
+                " where ",
+                $key,
+                " = any(array(select ",
+                $key,
+                " from ",
+                $table,
+                " where ",
+                $column,
+                " < $1 order by ",
+                $column,
+                " limit 10000))"
+            ),
+            concat!(
+                "delete from ",
+                $table,
+                " where ",
+                $key,
+                " in (select ",
+                $key,
+                " from ",
+                $table,
+                " where ",
+                $column,
+                " < $1 order by ",
+                $column,
+                " limit 10000)"
+            ),
+        )
+    };
+}
+pub(super) use purge_sql;
 
 /// A statement parameter; the dialect decides how it is stored.
 #[derive(Debug, Clone, Copy)]

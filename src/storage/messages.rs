@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Param, Sql};
+use super::db::{Param, Sql, purge_sql};
 use super::{Storage, StorageError};
 use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
@@ -78,18 +78,7 @@ where provider = $1 and provider_message_id = $3"#,
     "returning message_id, verification_id, channel, accepted_at\n"
 ));
 
-const PURGE: Sql = Sql::each(
-    r#"
-delete from message where message_id = any(array(
-    select message_id from message where created_at < $1 order by created_at limit 10000
-))
-"#,
-    r#"
-delete from message where message_id in (
-    select message_id from message where created_at < $1 order by created_at limit 10000
-)
-"#,
-);
+const PURGE: Sql = purge_sql!("message", "message_id", "created_at");
 
 impl Storage {
     /// Records a custom SMS before it goes out (`sending`).

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Param, Row, Sql};
+use super::db::{Param, Row, Sql, purge_sql};
 use super::{Storage, StorageError};
 use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
@@ -127,20 +127,7 @@ group by country, channel order by country, channel
 "#,
 );
 
-const PURGE: Sql = Sql::each(
-    r#"
-delete from verification_record where verification_id = any(array(
-    select verification_id from verification_record where updated_at < $1
-    order by updated_at limit 10000
-))
-"#,
-    r#"
-delete from verification_record where verification_id in (
-    select verification_id from verification_record where updated_at < $1
-    order by updated_at limit 10000
-)
-"#,
-);
+const PURGE: Sql = purge_sql!("verification_record", "verification_id", "updated_at");
 
 /// Deletes verification records untouched since `before`, by the `updated_at` index.
 pub(super) async fn purge(db: &super::db::Db, before: OffsetDateTime) -> Result<u64, StorageError> {

@@ -8,7 +8,7 @@ mod send;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Db, Param, Row, Sql};
+use super::db::{Db, Param, Row, Sql, purge_sql};
 use super::outcomes::{
     AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, RETRIES, RowState,
     classify_refused_check,
@@ -122,21 +122,7 @@ from verification where phone_number = $1
 "#,
 );
 
-// In batches, so a purge after a long pause does not hold a huge delete open. On Postgres
-// `= any(array(..))` deletes by primary key; an `in (subquery)` was planned as a hash join over a
-// full scan of the table.
-const PURGE: Sql = Sql::each(
-    r#"
-delete from verification where phone_number = any(array(
-    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
-))
-"#,
-    r#"
-delete from verification where phone_number in (
-    select phone_number from verification where updated_at < $1 order by updated_at limit 10000
-)
-"#,
-);
+const PURGE: Sql = purge_sql!("verification", "phone_number", "updated_at");
 
 /// The row as it is now, to say why a statement refused it.
 async fn read_state(db: &Db, phone: &PhoneNumber) -> Result<Option<RowState>, StorageError> {
