@@ -10,6 +10,7 @@ use crate::both_backends;
 use crate::helpers::{AppOptions, Backend, TestDatabase, spawn_on};
 
 both_backends!(purge_deletes_only_rows_older_than_the_cutoff);
+both_backends!(purge_takes_old_verification_records_and_messages_too);
 
 fn new_send(phone: &PhoneNumber, kind: SendKind, now: OffsetDateTime) -> NewSend<'_> {
     NewSend {
@@ -69,6 +70,53 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(gone, SendOutcome::NotFound);
+}
+
+async fn purge_takes_old_verification_records_and_messages_too(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = storage::connect(&db.url, 2, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let old = PhoneNumber::parse("+12125551234").unwrap();
+    let recent = PhoneNumber::parse("+12125551235").unwrap();
+    let mut ids = Vec::new();
+    for (phone, at) in [(&old, now - Duration::from_secs(25 * 3600)), (&recent, now)] {
+        match store
+            .reserve_send(new_send(phone, SendKind::Start, at))
+            .await
+            .unwrap()
+        {
+            SendOutcome::Reserved(r) => ids.push(r.verification_id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    store
+        .purge(now - Duration::from_secs(24 * 3600))
+        .await
+        .unwrap();
+
+    // The old verification and its message are gone; the recent one keeps its message.
+    assert_eq!(
+        store.verification_record(ids[0], now, 5).await.unwrap(),
+        None
+    );
+    let kept = store
+        .verification_record(ids[1], now, 5)
+        .await
+        .unwrap()
+        .expect("the recent verification is kept");
+    assert_eq!(kept.messages.len(), 1);
+    let stats = store
+        .message_stats(now - Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.iter().map(|r| r.messages).sum::<u64>(),
+        1,
+        "{stats:?}"
+    );
 }
 
 /// A bug (here: a corrupted row) answers 500 internal_error with a generic body: no SQL, no
