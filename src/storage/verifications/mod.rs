@@ -5,6 +5,8 @@
 
 mod send;
 
+use std::sync::OnceLock;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -18,35 +20,9 @@ use crate::domain::PhoneNumber;
 
 // Compares and counts in one statement: the WHERE admits only a pending, unexpired code with attempts
 // left, and the row lock makes concurrent checks take turns, so a code is approved once and wrong
-// attempts stop at the maximum. On Postgres the same statement records the approval in the
-// verification's record and marks its message converted.
-const PG_CHECK_CODE: &str = r#"
-with checked as (
-    update verification set
-        attempts = attempts + case when code_hash = $2 then 0 else 1 end,
-        status = case when code_hash = $2 then 'approved' else status end,
-        approved_at = case when code_hash = $2 then $3 else approved_at end,
-        code_hash = case when code_hash = $2 then null else code_hash end,
-        updated_at = $3
-    where phone_number = $1
-      and status = 'pending'
-      and code_hash is not null
-      and expires_at > $3
-      and attempts < $4
-    returning verification_id, status = 'approved' as approved, attempts, current_send_id
-), approved_record as (
-    update verification_record r set status = 'approved', approved_at = $3,
-        attempts = c.attempts, updated_at = $3
-    from checked c where c.approved and r.verification_id = c.verification_id
-), converted as (
-    update message m set verified_at = $3
-    from checked c where c.approved and m.message_id = c.current_send_id
-)
-select verification_id, approved, attempts, current_send_id from checked
-"#;
-
-// SQLite has no UPDATE in a CTE: the record and the message follow (`record_approval`).
-const SQLITE_CHECK_CODE: &str = r#"
+// attempts stop at the maximum. SQLite runs it as it is (the record and message follow, in
+// `record_approval`); Postgres runs it inside PG_CHECK_RECORDS's statement.
+const CHECK_UPDATE: &str = r#"
 update verification set
     attempts = attempts + case when code_hash = $2 then 0 else 1 end,
     status = case when code_hash = $2 then 'approved' else status end,
@@ -61,7 +37,27 @@ where phone_number = $1
 returning verification_id, status = 'approved' as approved, attempts, current_send_id
 "#;
 
-const CHECK_CODE: Sql = Sql::each(PG_CHECK_CODE, SQLITE_CHECK_CODE);
+// Postgres: the same statement records the approval in the verification's record and marks its
+// message converted: `with checked as (CHECK_UPDATE)` and then these.
+const PG_CHECK_RECORDS: &str = r#"
+, approved_record as (
+    update verification_record r set status = 'approved', approved_at = $3,
+        attempts = c.attempts, updated_at = $3
+    from checked c where c.approved and r.verification_id = c.verification_id
+), converted as (
+    update message m set verified_at = $3
+    from checked c where c.approved and m.message_id = c.current_send_id
+)
+select verification_id, approved, attempts, current_send_id from checked
+"#;
+
+static PG_CHECK_SQL: OnceLock<String> = OnceLock::new();
+
+fn check_code_sql() -> Sql {
+    let pg =
+        PG_CHECK_SQL.get_or_init(|| format!("with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}"));
+    Sql::each(pg.as_str(), CHECK_UPDATE)
+}
 
 const APPROVE_RECORD: Sql = Sql::same(
     r#"
@@ -153,7 +149,7 @@ impl Storage {
             Param::Int4(check.max_attempts as i32),
         ];
         for _ in 0..RETRIES {
-            match self.db.fetch_optional(CHECK_CODE, &params).await? {
+            match self.db.fetch_optional(check_code_sql(), &params).await? {
                 Some(row) if row.get(1)? => {
                     if matches!(self.db, Db::Sqlite(_)) {
                         record_approval(&self.db, &row, check.now).await?;
