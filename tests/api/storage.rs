@@ -36,7 +36,16 @@ fn new_send(phone: &PhoneNumber, kind: SendKind, now: OffsetDateTime) -> NewSend
     }
 }
 
-async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
+/// A store with one number sent a code 25 hours ago and another now: one each side of a 24 h purge.
+async fn sent_25_hours_ago_and_now(
+    backend: Backend,
+) -> (
+    TestDatabase,
+    storage::Storage,
+    OffsetDateTime,
+    [PhoneNumber; 2],
+    Vec<uuid::Uuid>,
+) {
     let db = TestDatabase::new(backend).await;
     let store = storage::connect(&db.url, 2, Duration::from_secs(3))
         .await
@@ -44,13 +53,22 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
     let now = OffsetDateTime::now_utc();
     let old = PhoneNumber::parse("+12125551234").unwrap();
     let recent = PhoneNumber::parse("+12125551235").unwrap();
+    let mut ids = Vec::new();
     for (phone, at) in [(&old, now - Duration::from_secs(25 * 3600)), (&recent, now)] {
-        let outcome = store
+        match store
             .reserve_send(new_send(phone, SendKind::Start, at))
             .await
-            .unwrap();
-        assert!(matches!(outcome, SendOutcome::Reserved(_)), "{outcome:?}");
+            .unwrap()
+        {
+            SendOutcome::Reserved(r) => ids.push(r.verification_id),
+            other => panic!("{other:?}"),
+        }
     }
+    (db, store, now, [old, recent], ids)
+}
+
+async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
+    let (_db, store, now, [old, recent], _) = sent_25_hours_ago_and_now(backend).await;
 
     let purged = store
         .purge(now - Duration::from_secs(24 * 3600))
@@ -73,24 +91,7 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
 }
 
 async fn purge_takes_old_verification_records_and_messages_too(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let store = storage::connect(&db.url, 2, Duration::from_secs(3))
-        .await
-        .unwrap();
-    let now = OffsetDateTime::now_utc();
-    let old = PhoneNumber::parse("+12125551234").unwrap();
-    let recent = PhoneNumber::parse("+12125551235").unwrap();
-    let mut ids = Vec::new();
-    for (phone, at) in [(&old, now - Duration::from_secs(25 * 3600)), (&recent, now)] {
-        match store
-            .reserve_send(new_send(phone, SendKind::Start, at))
-            .await
-            .unwrap()
-        {
-            SendOutcome::Reserved(r) => ids.push(r.verification_id),
-            other => panic!("{other:?}"),
-        }
-    }
+    let (_db, store, now, _, ids) = sent_25_hours_ago_and_now(backend).await;
 
     store
         .purge(now - Duration::from_secs(24 * 3600))
