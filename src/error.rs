@@ -18,10 +18,12 @@ pub enum ErrorCode {
     InvalidPhoneNumber,
     InvalidCodeFormat,
     CountryNotAllowed,
+    DestinationBlocked,
     InvalidSignature,
     Unauthorized,
     InvalidCode,
     VerificationNotFound,
+    BlockNotFound,
     CodeExpired,
     MaxAttemptsReached,
     ResendTooSoon,
@@ -36,7 +38,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
@@ -44,10 +46,12 @@ impl ErrorCode {
         ErrorCode::InvalidPhoneNumber,
         ErrorCode::InvalidCodeFormat,
         ErrorCode::CountryNotAllowed,
+        ErrorCode::DestinationBlocked,
         ErrorCode::InvalidSignature,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidCode,
         ErrorCode::VerificationNotFound,
+        ErrorCode::BlockNotFound,
         ErrorCode::CodeExpired,
         ErrorCode::MaxAttemptsReached,
         ErrorCode::ResendTooSoon,
@@ -70,10 +74,12 @@ impl ErrorCode {
             ErrorCode::InvalidPhoneNumber => "invalid_phone_number",
             ErrorCode::InvalidCodeFormat => "invalid_code_format",
             ErrorCode::CountryNotAllowed => "country_not_allowed",
+            ErrorCode::DestinationBlocked => "destination_blocked",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::VerificationNotFound => "verification_not_found",
+            ErrorCode::BlockNotFound => "block_not_found",
             ErrorCode::CodeExpired => "code_expired",
             ErrorCode::MaxAttemptsReached => "max_attempts_reached",
             ErrorCode::ResendTooSoon => "resend_too_soon",
@@ -115,6 +121,8 @@ pub enum Error {
     InvalidCodeFormat { length: usize },
     #[error("Phone numbers from this country are not accepted.")]
     CountryNotAllowed,
+    #[error("Codes to this destination are blocked for now (suspected SMS pumping).")]
+    DestinationBlocked,
     #[error("The request's signature is missing or does not match.")]
     InvalidSignature,
     #[error("A valid bearer token is required.")]
@@ -123,6 +131,8 @@ pub enum Error {
     InvalidCode { attempts_remaining: u32 },
     #[error("There is no pending verification for this phone number.")]
     VerificationNotFound,
+    #[error("There is no running fraud block with this key.")]
+    BlockNotFound,
     #[error("The code has expired; request a new one.")]
     CodeExpired,
     #[error("Too many wrong codes; request a new code.")]

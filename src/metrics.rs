@@ -24,7 +24,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::domain::MessageStatus;
 use crate::error::{Error, SendCap};
 use crate::sms::SmsError;
-use crate::storage::StatusChange;
+use crate::storage::{FraudScope, StatusChange};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -112,6 +112,17 @@ pub fn verification(result: Result<(), &Error>) {
         Err(_) => "error",
     };
     metrics::counter!("verifications_total", "outcome" => outcome).increment(1);
+}
+
+/// A block the fraud guard made (or in monitor mode would have made): once per block, across
+/// instances.
+pub fn fraud_block(scope: FraudScope) {
+    metrics::counter!("fraud_blocks_total", "scope" => scope.as_str()).increment(1);
+}
+
+/// A send the fraud guard refused.
+pub fn fraud_refusal(scope: FraudScope) {
+    metrics::counter!("fraud_refusals_total", "scope" => scope.as_str()).increment(1);
 }
 
 /// Called for every error answer; counts the limit refusals.

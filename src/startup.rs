@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AppEnv, Config};
 use crate::domain::{CodeHasher, PhoneNumber};
+use crate::fraud::FraudGuard;
 use crate::http::webhooks::TwilioWebhook;
 use crate::http::{self, AppState, HttpSettings};
 use crate::sms::SmsSettings;
@@ -50,6 +51,7 @@ impl Application {
             database,
             sms: sms_settings,
             verification,
+            fraud,
             token,
             log_format: _,
         } = config;
@@ -84,10 +86,17 @@ impl Application {
             tracing::info!("console provider: codes are written to this log instead of being sent");
         }
 
+        tracing::info!(
+            mode = fraud.mode.as_str(),
+            prefix_digits = fraud.prefix_digits,
+            "fraud guard"
+        );
         let purge_task = spawn_purge(
             storage.clone(),
             clock.clone(),
             database.retention.max(verification.code_ttl),
+            // A scope's counts matter for the window, its block until it ends.
+            fraud.window,
         );
         let verifier = Verifier::new(
             storage.clone(),
@@ -95,6 +104,7 @@ impl Application {
             clock,
             CodeHasher::new(verification.code_hash_key()),
             verification,
+            FraudGuard::new(fraud),
         );
         let listener = TcpListener::bind(http_settings.bind_addr)
             .await
@@ -185,13 +195,22 @@ fn twilio_webhook(http: &HttpSettings, sms: &SmsSettings) -> Option<Arc<TwilioWe
     }))
 }
 
-fn spawn_purge(storage: Storage, clock: Arc<dyn Clock>, retention: Duration) -> JoinHandle<()> {
+fn spawn_purge(
+    storage: Storage,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    fraud_window: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PURGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match storage.purge(clock.now() - retention).await {
+            let now = clock.now();
+            match storage
+                .purge(now - retention, now - fraud_window, now)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged old verifications"),
                 Err(e) => tracing::warn!(error = %e, "purging old verifications failed"),

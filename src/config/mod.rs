@@ -8,6 +8,7 @@ mod vars;
 
 pub use vars::{ConfigError, Environment, Source, Vars};
 
+use crate::fraud::FraudSettings;
 use crate::http::HttpSettings;
 use crate::sms::{SmsProviderKind, SmsSettings};
 use crate::storage::DatabaseSettings;
@@ -31,6 +32,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub sms: SmsSettings,
     pub verification: VerificationSettings,
+    pub fraud: FraudSettings,
     pub token: TokenSettings,
 }
 
@@ -56,6 +58,7 @@ impl Config {
             database: DatabaseSettings::from_vars(&vars)?,
             sms: SmsSettings::from_vars(&vars)?,
             verification: VerificationSettings::from_vars(&vars)?,
+            fraud: FraudSettings::from_vars(&vars, app_env)?,
             token: TokenSettings::from_vars(&vars)?,
             log_format: LogFormat::from_vars(&vars)?,
         };

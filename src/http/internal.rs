@@ -88,7 +88,7 @@ pub(super) async fn require_token(
         (status = 200, description = "Sent", body = SendSmsResponse),
         (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`; `destination_blocked`: the fraud guard blocks the number's prefix or country", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: the endpoint is disabled", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),

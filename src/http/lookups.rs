@@ -1,5 +1,5 @@
 //! `GET /api/verifications…` and `GET /api/stats`: read-only lookups for support tools and other
-//! backends, behind the internal bearer token.
+//! backends, behind the internal bearer token (the fraud blocks are in `fraud_blocks`).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::extract::{AppJson, AppPath, AppQuery};
+use super::fraud_blocks::FraudBlockView;
 use super::problem::Problem;
 use super::verifications::{parse_phone, whole_seconds};
 use crate::error::Error;
@@ -157,26 +158,6 @@ impl StatsCounts {
     }
 }
 
-/// A destination the fraud guard blocks; the guard is a later change, so there are none yet.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct FraudBlock {
-    /// `prefix` or `country`.
-    #[schema(example = "prefix")]
-    pub scope: String,
-    #[schema(example = "+447400")]
-    pub key: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub since: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub until: OffsetDateTime,
-    #[schema(example = 20)]
-    pub unverified: u64,
-    #[schema(example = 0)]
-    pub verified: u64,
-}
-
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatsResponse {
     #[serde(with = "time::serde::rfc3339")]
@@ -189,7 +170,8 @@ pub struct StatsResponse {
     pub rows: Vec<StatsRowView>,
     /// Sums over `rows`.
     pub totals: StatsCounts,
-    pub blocks: Vec<FraudBlock>,
+    /// Fraud guard blocks that ran within the window, newest first.
+    pub blocks: Vec<FraudBlockView>,
 }
 
 impl From<VerificationRecord> for VerificationView {
@@ -318,7 +300,10 @@ pub async fn stats(
     let until = whole_seconds(state.verifier.now());
     let since = until - time::Duration::hours(hours.into());
     let found = state.storage.message_stats(since).await?;
-    Ok(AppJson(summarize(since, until, &found)))
+    let blocks = state.storage.fraud_blocks(since, until).await?;
+    let mut answer = summarize(since, until, &found);
+    answer.blocks = blocks.into_iter().map(FraudBlockView::from).collect();
+    Ok(AppJson(answer))
 }
 
 /// Rows sorted by country and channel (one per pair, even if storage split one), and their totals.

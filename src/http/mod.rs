@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
 pub mod extract;
+pub mod fraud_blocks;
 pub mod health;
 pub mod internal;
 pub mod lookups;
@@ -113,9 +114,13 @@ pub fn router(state: AppState) -> Router {
     // Verification answers must never be cached by a browser or a proxy.
     let mut api = verifications::router();
     if state.settings.internal_api_token.is_some() {
-        let internal = internal::router().merge(lookups::router()).route_layer(
-            axum::middleware::from_fn_with_state(state.clone(), internal::require_token),
-        );
+        let internal = internal::router()
+            .merge(lookups::router())
+            .merge(fraud_blocks::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                internal::require_token,
+            ));
         api = api.merge(internal);
     }
     if state.settings.rate_limit_per_ip_per_minute > 0 {

@@ -22,6 +22,8 @@ use super::AppState;
         super::lookups::verification,
         super::lookups::verifications_of_number,
         super::lookups::stats,
+        super::fraud_blocks::blocks,
+        super::fraud_blocks::lift,
         super::webhooks::twilio_status,
         super::health::health,
         super::health::ready,

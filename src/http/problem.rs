@@ -48,10 +48,14 @@ impl Error {
             Error::InvalidRequest(_)
             | Error::InvalidPhoneNumber(_)
             | Error::InvalidCodeFormat { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::CountryNotAllowed | Error::InvalidSignature => StatusCode::FORBIDDEN,
+            Error::CountryNotAllowed | Error::DestinationBlocked | Error::InvalidSignature => {
+                StatusCode::FORBIDDEN
+            }
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InvalidCode { .. } => StatusCode::BAD_REQUEST,
-            Error::VerificationNotFound | Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::VerificationNotFound | Error::BlockNotFound | Error::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Error::CodeExpired => StatusCode::GONE,
             Error::MaxAttemptsReached
             | Error::ResendTooSoon { .. }
@@ -76,10 +80,12 @@ impl Error {
             Error::InvalidPhoneNumber(_) => ErrorCode::InvalidPhoneNumber,
             Error::InvalidCodeFormat { .. } => ErrorCode::InvalidCodeFormat,
             Error::CountryNotAllowed => ErrorCode::CountryNotAllowed,
+            Error::DestinationBlocked => ErrorCode::DestinationBlocked,
             Error::InvalidSignature => ErrorCode::InvalidSignature,
             Error::Unauthorized => ErrorCode::Unauthorized,
             Error::InvalidCode { .. } => ErrorCode::InvalidCode,
             Error::VerificationNotFound => ErrorCode::VerificationNotFound,
+            Error::BlockNotFound => ErrorCode::BlockNotFound,
             Error::CodeExpired => ErrorCode::CodeExpired,
             Error::MaxAttemptsReached => ErrorCode::MaxAttemptsReached,
             Error::ResendTooSoon { .. } => ErrorCode::ResendTooSoon,

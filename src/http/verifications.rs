@@ -121,7 +121,7 @@ pub(super) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     responses(
         (status = 200, description = "Code sent", body = SendCodeResponse),
         (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`; `destination_blocked`: the fraud guard blocks the number's prefix or country", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
@@ -148,7 +148,7 @@ pub async fn send_code(
     responses(
         (status = 200, description = "Code sent", body = SendCodeResponse),
         (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`country_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`country_not_allowed`; `destination_blocked`: the fraud guard blocks the number's prefix or country", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`verification_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),

@@ -9,24 +9,27 @@ use super::StorageError;
 use super::db::{self, Db, Param, Row, Sql};
 use super::outcomes::{CapScope, CounterCap, NewSend};
 
-// Postgres: the counters are the CTEs that the send statement starts with (one round trip). The
-// client IP's and the country's counters for this hour are taken, each only while under its cap
-// ($11 and $14, 0 = not counted); `counted` says whether both were. $12 is the window's start.
+// Postgres: the counters are CTEs of the send statement (one round trip), after the fraud guard's
+// (PG_FRAUD, whose `fraud_ok` they wait for). The client IP's and the country's counters for this
+// hour are taken, each only while under its cap ($11 and $14, 0 = not counted); `counted` says
+// whether both were. $12 is the window's start.
 pub(super) const PG_COUNTERS: &str = r#"
-with ip as (
+, ip as (
     insert into send_counter as c (scope, key, window_start, count)
-    select 'ip', $10, $12, 1 where $11 > 0
+    select 'ip', $10, $12, 1 where $11 > 0 and (select ok from fraud_ok)
     on conflict (scope, key, window_start) do update set count = c.count + 1
         where c.count < $11
     returning c.count
 ), country as (
     insert into send_counter as c (scope, key, window_start, count)
-    select 'country', $13, $12, 1 where $14 > 0 and ($11 = 0 or exists (select 1 from ip))
+    select 'country', $13, $12, 1
+    where $14 > 0 and (select ok from fraud_ok) and ($11 = 0 or exists (select 1 from ip))
     on conflict (scope, key, window_start) do update set count = c.count + 1
         where c.count < $14
     returning c.count
 ), counted as (
-    select ($11 = 0 or exists (select 1 from ip))
+    select (select ok from fraud_ok)
+       and ($11 = 0 or exists (select 1 from ip))
        and ($14 = 0 or exists (select 1 from country)) as ok
 )"#;
 

@@ -29,8 +29,8 @@ pub(super) enum Db {
 /// A statement's text in each dialect; most statements have one text for both.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sql {
-    postgres: &'static str,
-    sqlite: &'static str,
+    pub(super) postgres: &'static str,
+    pub(super) sqlite: &'static str,
 }
 
 impl Sql {
@@ -96,11 +96,14 @@ pub(super) enum Param<'a> {
     Int4(i32),
     /// `bigint` on Postgres.
     Int8(i64),
+    OptInt8(Option<i64>),
     Bool(bool),
     Uuid(Uuid),
     Bytes(Option<&'a [u8]>),
     /// `timestamptz` on Postgres, Unix milliseconds on SQLite.
     Time(OffsetDateTime),
+    /// `double precision` on Postgres, `real` on SQLite.
+    Float(f64),
 }
 
 /// `sql` with `params` bound for Postgres.
@@ -113,10 +116,12 @@ pub(super) fn postgres(
         Param::OptText(v) => q.bind(v),
         Param::Int4(v) => q.bind(v),
         Param::Int8(v) => q.bind(v),
+        Param::OptInt8(v) => q.bind(v),
         Param::Bool(v) => q.bind(v),
         Param::Uuid(v) => q.bind(v),
         Param::Bytes(v) => q.bind(v),
         Param::Time(v) => q.bind(v),
+        Param::Float(v) => q.bind(v),
     })
 }
 
@@ -130,10 +135,12 @@ pub(super) fn sqlite(
         Param::OptText(v) => q.bind(v),
         Param::Int4(v) => q.bind(i64::from(v)),
         Param::Int8(v) => q.bind(v),
+        Param::OptInt8(v) => q.bind(v),
         Param::Bool(v) => q.bind(v),
         Param::Uuid(v) => q.bind(v),
         Param::Bytes(v) => q.bind(v),
         Param::Time(v) => q.bind(millis(v)),
+        Param::Float(v) => q.bind(v),
     })
 }
 
@@ -210,6 +217,14 @@ impl Row {
         Ok(match self {
             Row::Postgres(r) => r.try_get::<Option<i64>, _>(i)?.unwrap_or(0),
             Row::Sqlite(r) => r.try_get::<Option<i64>, _>(i)?.unwrap_or(0),
+        })
+    }
+
+    /// A `bigint` column that may be null.
+    pub(super) fn opt_big(&self, i: usize) -> Result<Option<i64>, StorageError> {
+        Ok(match self {
+            Row::Postgres(r) => r.try_get(i)?,
+            Row::Sqlite(r) => r.try_get(i)?,
         })
     }
 

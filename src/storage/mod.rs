@@ -2,7 +2,8 @@
 //!
 //! One module per table holds that table's statements for both dialects, sharing the text where
 //! the dialects agree: `verifications` (one row per phone number: its current verification and the
-//! times of its recent sends) and `counters` (sends per client IP and per country). `db` binds
+//! times of its recent sends), `counters` (sends per client IP and per country) and `fraud` (the
+//! fraud guard's counts and blocks per prefix and country). `db` binds
 //! parameters and reads columns the way each dialect stores them. Every limit is a condition of the
 //! one statement that changes a row, so concurrent requests and several instances sharing a
 //! database serialize on that row and cannot get past a limit together.
@@ -10,6 +11,7 @@
 mod counters;
 mod db;
 mod error;
+mod fraud;
 mod gate;
 mod messages;
 mod outcomes;
@@ -24,10 +26,11 @@ use time::OffsetDateTime;
 use gate::Gate;
 
 pub use error::StorageError;
+pub use fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope, RING_SLOTS};
 pub use messages::{NewMessage, StatusChange};
 pub use outcomes::{
-    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
-    Reservation, SendKind, SendOutcome, window_start,
+    AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, FraudKeys,
+    NewSend, Reservation, SendKind, SendOutcome, window_start,
 };
 pub use records::{MessageRecord, StatsRow, VerificationRecord, VerificationStatus};
 pub use settings::DatabaseSettings;
@@ -59,13 +62,20 @@ impl Storage {
         self.db.backend()
     }
 
-    /// Deletes verifications untouched since `before`, and the counter windows before its window.
-    /// Returns how many verifications went.
-    pub async fn purge(&self, before: OffsetDateTime) -> Result<u64, StorageError> {
+    /// Deletes verifications untouched since `before`, the counter windows before its window, and
+    /// the fraud guard's scopes untouched since `fraud_before` and not blocked. Returns how many
+    /// verifications went.
+    pub async fn purge(
+        &self,
+        before: OffsetDateTime,
+        fraud_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StorageError> {
         let purged = verifications::purge(&self.db, before).await?;
         records::purge(&self.db, before).await?;
         messages::purge(&self.db, before).await?;
         counters::purge(&self.db, window_start(before)).await?;
+        fraud::purge(&self.db, fraud_before, now).await?;
         Ok(purged)
     }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Channel, PhoneNumber};
+use crate::storage::fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope};
 
 /// Whether a send may start a verification or only renew an existing, unapproved one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct NewSend<'a> {
     pub ip_cap: Option<CounterCap>,
     /// Sends per destination country per hour, across instances (`None`: not counted).
     pub country_cap: Option<CounterCap>,
+    /// The fraud guard's counts and limits (`None`: not counted: guard off, safe list, test number).
+    pub fraud: Option<FraudCheck>,
 }
 
 /// Which shared counter a send is counted in.
@@ -80,6 +83,11 @@ pub struct Reservation {
     pub counted: Vec<(CapScope, String)>,
     /// Counters that this send filled up to their cap: it was the last one allowed this window.
     pub filled: Vec<(CapScope, String)>,
+    /// Where the fraud guard counted this send (to give back if the SMS fails).
+    pub fraud: Option<FraudCounted>,
+    /// Monitor mode: the scopes over the limit, and the blocks this send would have made.
+    pub fraud_over: Vec<FraudScope>,
+    pub fraud_blocks: Vec<FraudBlock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +108,11 @@ pub enum SendOutcome {
         scope: CapScope,
         retry_after: Duration,
     },
+    /// The fraud guard refused the send: the scope is blocked, by this send (`block`) or before.
+    Blocked {
+        scope: FraudScope,
+        block: Option<FraudBlock>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +121,15 @@ pub struct CodeCheck<'a> {
     pub code_hash: Vec<u8>,
     pub now: OffsetDateTime,
     pub max_attempts: u32,
+    /// Where an approval moves its message from unverified to verified, if the guard counted it.
+    pub fraud_keys: FraudKeys,
+}
+
+/// The fraud guard's keys of a destination: its prefix and its country.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FraudKeys {
+    pub prefix: String,
+    pub country: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

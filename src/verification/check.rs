@@ -33,6 +33,7 @@ impl Verifier {
                 code_hash: self.hasher.hash(phone, code),
                 now,
                 max_attempts: self.settings.max_verify_attempts,
+                fraud_keys: self.fraud.keys(phone),
             })
             .await?;
         match outcome {
@@ -95,9 +96,10 @@ impl Verifier {
                 AttemptOutcome::Refused(_) => return Err(Error::VerificationNotFound),
             };
         let verdict = self.sms.check_code(phone, code).await;
+        let keys = self.fraud.keys(phone);
         let finish = |result| {
             self.storage
-                .finish_attempt(phone, verification_id, result, self.now(), max)
+                .finish_attempt(phone, verification_id, result, self.now(), max, &keys)
         };
         match verdict {
             Ok(ProviderVerdict::Approved) => {

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod check;
+mod refusals;
 mod send;
 mod settings;
 
@@ -18,6 +19,7 @@ pub use settings::{DEVELOPMENT_CODE_HASH_SECRET, VerificationSettings};
 use crate::clock::Clock;
 use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::Error;
+use crate::fraud::FraudGuard;
 use crate::sms::SmsSender;
 use crate::storage::Storage;
 
@@ -42,6 +44,7 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
     settings: VerificationSettings,
+    fraud: FraudGuard,
 }
 
 impl Verifier {
@@ -51,6 +54,7 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,
         settings: VerificationSettings,
+        fraud: FraudGuard,
     ) -> Self {
         Self {
             storage,
@@ -58,7 +62,12 @@ impl Verifier {
             clock,
             hasher,
             settings,
+            fraud,
         }
+    }
+
+    pub fn fraud(&self) -> &FraudGuard {
+        &self.fraud
     }
 
     pub fn settings(&self) -> &VerificationSettings {

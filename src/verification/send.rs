@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::{CodeSent, Verifier, ip_key};
 use crate::domain::{Channel, PhoneNumber, VerificationCode};
-use crate::error::{Error, SendCap};
+use crate::error::Error;
 use crate::sms::{SentMessage, SmsError, SmsSender};
-use crate::storage::{CapScope, CounterCap, NewMessage, NewSend, SendKind, SendOutcome};
+use crate::storage::{CounterCap, NewMessage, NewSend, SendKind};
 
 impl Verifier {
     /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
@@ -60,48 +60,14 @@ impl Verifier {
                         max,
                     }),
                 },
+                // Test numbers send nothing: never counted, never refused.
+                fraud: match test_code {
+                    Some(_) => None,
+                    None => self.fraud.check(phone, now),
+                },
             })
             .await?;
-        let reservation = match outcome {
-            SendOutcome::Reserved(r) => r,
-            SendOutcome::TooSoon { retry_after } => {
-                tracing::info!(phone = %phone.masked(), "send refused: cooldown");
-                return Err(Error::ResendTooSoon { retry_after });
-            }
-            SendOutcome::HourlyCapReached { retry_after } => {
-                tracing::info!(phone = %phone.masked(), "send refused: hourly cap for the number");
-                return Err(Error::TooManySends {
-                    retry_after,
-                    cap: SendCap::PhoneNumber,
-                });
-            }
-            SendOutcome::NotFound => return Err(Error::VerificationNotFound),
-            SendOutcome::CapReached { scope, retry_after } => {
-                tracing::info!(phone = %phone.masked(), cap = scope.as_str(), "send refused: hourly cap");
-                return Err(Error::TooManySends {
-                    retry_after,
-                    cap: match scope {
-                        CapScope::ClientIp => SendCap::ClientIp,
-                        CapScope::Country => SendCap::Country,
-                    },
-                });
-            }
-        };
-        for (scope, key) in &reservation.filled {
-            // Exactly one send per window fills a counter, so this logs once per country per hour
-            // across all instances.
-            match scope {
-                CapScope::Country => tracing::warn!(
-                    country = %key,
-                    cap = self.settings.max_sends_per_country_per_hour,
-                    "hourly send cap for this country reached: further sends are refused until the next hour (possible SMS pumping)"
-                ),
-                CapScope::ClientIp => tracing::info!(
-                    cap = self.settings.max_sends_per_ip_per_hour,
-                    "hourly send cap for a client IP reached"
-                ),
-            }
-        }
+        let reservation = self.reserved(phone, outcome)?;
 
         if test_code.is_some() {
             crate::metrics::test_number_send();
@@ -154,6 +120,7 @@ impl Verifier {
         phone: &PhoneNumber,
         body: &str,
     ) -> Result<(Uuid, SentMessage), Error> {
+        self.check_not_blocked(phone).await?;
         let message_id = Uuid::new_v4();
         self.storage
             .record_message(&NewMessage {

@@ -217,6 +217,10 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
         // Every test comes from 127.0.0.1: the per-IP limits have tests of their own.
         ("RATE_LIMIT_PER_IP_PER_MINUTE", "100000".to_string()),
         ("MAX_SENDS_PER_IP_PER_HOUR", "100000".to_string()),
+        // The fraud guard counts every send (monitor mode) but blocks nothing: its blocks, and the
+        // process-wide metrics they count, have tests of their own (fraud.rs).
+        ("FRAUD_MIN_UNVERIFIED_PER_PREFIX", "1000000".to_string()),
+        ("FRAUD_MIN_UNVERIFIED_PER_COUNTRY", "1000000".to_string()),
         (
             "CODE_HASH_SECRET",
             "test-code-hash-secret-0123456789abcdef".into(),

@@ -5,6 +5,7 @@ mod helpers;
 mod abuse;
 mod callbacks;
 mod concurrency;
+mod fraud;
 mod health;
 mod instances;
 mod internal;

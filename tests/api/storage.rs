@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use phone_verify::domain::PhoneNumber;
-use phone_verify::storage::{self, CounterCap, NewSend, SendKind, SendOutcome};
+use phone_verify::storage::{self, CounterCap, FraudCheck, NewSend, SendKind, SendOutcome};
 use time::OffsetDateTime;
 
 use crate::both_backends;
@@ -32,6 +32,17 @@ fn new_send(phone: &PhoneNumber, kind: SendKind, now: OffsetDateTime) -> NewSend
         country_cap: Some(CounterCap {
             key: "US".into(),
             max: 100,
+        }),
+        fraud: Some(FraudCheck {
+            enforce: false,
+            prefix: phone.as_ref()[..7].to_string(),
+            country: "US".into(),
+            // 24-minute slots, as for the default window.
+            slot: now.unix_timestamp() / (24 * 60),
+            min_per_prefix: 20,
+            min_per_country: 100,
+            ratio: 1.0,
+            block_until: now + Duration::from_secs(12 * 3600),
         }),
     }
 }
@@ -67,13 +78,14 @@ async fn sent_25_hours_ago_and_now(
     (db, store, now, [old, recent], ids)
 }
 
+fn cutoff(now: OffsetDateTime) -> OffsetDateTime {
+    now - Duration::from_secs(24 * 3600)
+}
+
 async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
     let (_db, store, now, [old, recent], _) = sent_25_hours_ago_and_now(backend).await;
 
-    let purged = store
-        .purge(now - Duration::from_secs(24 * 3600))
-        .await
-        .unwrap();
+    let purged = store.purge(cutoff(now), cutoff(now), now).await.unwrap();
 
     assert_eq!(purged, 1);
     // The recent row is still there: its cooldown still holds.
@@ -93,10 +105,7 @@ async fn purge_deletes_only_rows_older_than_the_cutoff(backend: Backend) {
 async fn purge_takes_old_verification_records_and_messages_too(backend: Backend) {
     let (_db, store, now, _, ids) = sent_25_hours_ago_and_now(backend).await;
 
-    store
-        .purge(now - Duration::from_secs(24 * 3600))
-        .await
-        .unwrap();
+    store.purge(cutoff(now), cutoff(now), now).await.unwrap();
 
     // The old verification and its message are gone; the recent one keeps its message.
     assert_eq!(

@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{Db, Param, Row, Sql, purge_sql};
+use super::fraud::{self, FraudCounted, PG_CHECK_FRAUD, RING_SLOTS};
 use super::outcomes::{
-    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, RETRIES, RowState,
+    AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, FraudKeys, RETRIES, RowState,
     classify_refused_check,
 };
 use super::{Storage, StorageError};
@@ -34,11 +35,12 @@ where phone_number = $1
   and code_hash is not null
   and expires_at > $3
   and attempts < $4
-returning verification_id, status = 'approved' as approved, attempts, current_send_id
+returning verification_id, status = 'approved' as approved, attempts, current_send_id, fraud_slot
 "#;
 
 // Postgres: the same statement records the approval in the verification's record and marks its
-// message converted: `with checked as (CHECK_UPDATE)` and then these.
+// message converted: `with checked as (CHECK_UPDATE)`, these, and the fraud guard's move of the
+// message from unverified to verified (PG_CHECK_FRAUD) before the final select.
 const PG_CHECK_RECORDS: &str = r#"
 , approved_record as (
     update verification_record r set status = 'approved', approved_at = $3,
@@ -47,15 +49,20 @@ const PG_CHECK_RECORDS: &str = r#"
 ), converted as (
     update message m set verified_at = $3
     from checked c where c.approved and m.message_id = c.current_send_id
-)
-select verification_id, approved, attempts, current_send_id from checked
+)"#;
+
+const PG_CHECK_SELECT: &str = r#"
+select verification_id, approved, attempts, current_send_id, fraud_slot from checked
 "#;
 
 static PG_CHECK_SQL: OnceLock<String> = OnceLock::new();
 
 fn check_code_sql() -> Sql {
-    let pg =
-        PG_CHECK_SQL.get_or_init(|| format!("with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}"));
+    let pg = PG_CHECK_SQL.get_or_init(|| {
+        format!(
+            "with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}{PG_CHECK_FRAUD}{PG_CHECK_SELECT}"
+        )
+    });
     Sql::each(pg.as_str(), CHECK_UPDATE)
 }
 
@@ -89,7 +96,7 @@ const APPROVE_ATTEMPT: Sql = Sql::same(
 update verification set status = 'approved', approved_at = $3,
     attempts = case when attempts > 0 then attempts - 1 else 0 end, updated_at = $3
 where phone_number = $1 and verification_id = $2 and status = 'pending'
-returning verification_id, attempts, current_send_id
+returning verification_id, attempts, current_send_id, fraud_slot
 "#,
 );
 
@@ -142,17 +149,29 @@ impl Storage {
     /// attempt, never more than `max_attempts`.
     pub async fn check_code(&self, check: CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
         let _turn = self.gate.enter().await?;
+        // $5 to $7 are PG_CHECK_FRAUD's (Postgres only).
         let params = [
             Param::Text(check.phone.as_ref()),
             Param::Bytes(Some(&check.code_hash)),
             Param::Time(check.now),
             Param::Int4(check.max_attempts as i32),
+            Param::Text(&check.fraud_keys.prefix),
+            Param::Text(&check.fraud_keys.country),
+            Param::Int4(RING_SLOTS as i32),
         ];
+        let used = match self.db {
+            Db::Postgres(_) => params.len(),
+            Db::Sqlite(_) => 4,
+        };
         for _ in 0..RETRIES {
-            match self.db.fetch_optional(check_code_sql(), &params).await? {
+            match self
+                .db
+                .fetch_optional(check_code_sql(), &params[..used])
+                .await?
+            {
                 Some(row) if row.get(1)? => {
                     if matches!(self.db, Db::Sqlite(_)) {
-                        record_approval(&self.db, &row, check.now).await?;
+                        record_approval(&self.db, &row, &check.fraud_keys, check.now).await?;
                     }
                     return Ok(CheckOutcome::Approved {
                         verification_id: row.get(0)?,
@@ -215,6 +234,7 @@ impl Storage {
         result: AttemptResult,
         now: OffsetDateTime,
         max_attempts: u32,
+        fraud_keys: &FraudKeys,
     ) -> Result<bool, StorageError> {
         let _turn = self.gate.enter().await?;
         let params = [
@@ -231,20 +251,26 @@ impl Storage {
         };
         let row = self.db.fetch_optional(sql, &params[..used]).await?;
         if let (AttemptResult::Approved, Some(row)) = (result, &row) {
-            record_approval(&self.db, row, now).await?;
+            record_approval(&self.db, row, fraud_keys, now).await?;
         }
         Ok(row.is_some())
     }
 }
 
-/// After an approval that did not record itself (SQLite, Twilio Verify): the verification's record
-/// and its converted message. `row` is (verification_id, …, attempts, current_send_id) as the
-/// approving statement returned it.
-async fn record_approval(db: &Db, row: &Row, now: OffsetDateTime) -> Result<(), StorageError> {
+/// After an approval that did not record itself (SQLite, Twilio Verify): the verification's record,
+/// its converted message and the fraud guard's counts. `row` is (verification_id, …, attempts,
+/// current_send_id, fraud_slot) as the approving statement returned it.
+async fn record_approval(
+    db: &Db,
+    row: &Row,
+    keys: &FraudKeys,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
     let verification_id: Uuid = row.get(0)?;
     let n = row.columns();
-    let attempts = row.int(n - 2)?;
-    let send_id: Uuid = row.get(n - 1)?;
+    let attempts = row.int(n - 3)?;
+    let send_id: Uuid = row.get(n - 2)?;
+    let fraud_slot = row.opt_big(n - 1)?;
     let record = [
         Param::Uuid(verification_id),
         Param::Time(now),
@@ -253,6 +279,14 @@ async fn record_approval(db: &Db, row: &Row, now: OffsetDateTime) -> Result<(), 
     db.execute(APPROVE_RECORD, &record).await?;
     db.execute(CONVERT_MESSAGE, &[Param::Uuid(send_id), Param::Time(now)])
         .await?;
+    if let Some(slot) = fraud_slot {
+        let counted = FraudCounted {
+            prefix: keys.prefix.clone(),
+            country: keys.country.clone(),
+            slot,
+        };
+        fraud::adjust(db, &counted, -1, 1, now).await?;
+    }
     Ok(())
 }
 

@@ -12,6 +12,10 @@ use super::read_state;
 use crate::domain::PhoneNumber;
 use crate::storage::counters::{self, PG_COUNTERS, cap_binds, counted_caps, filled_caps};
 use crate::storage::db::{self, Db, Param, Row};
+use crate::storage::fraud::{
+    self, FraudCheck, FraudCounted, FraudScope, PG_FRAUD, PG_FRAUD_COLUMNS, RING_SLOTS,
+    ScopeOutcome,
+};
 use crate::storage::outcomes::{
     CapScope, HOUR, NewSend, RETRIES, Reservation, SendKind, SendOutcome, classify_refused_send,
     until_next_window, window_start,
@@ -28,8 +32,9 @@ const PG_START_SEND: &str = r#"
 , sent as (
     insert into verification as v
         (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
-         send_times, created_at, updated_at)
-    select $1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz], $6, $6
+         send_times, fraud_slot, created_at, updated_at)
+    select $1, $2, 'pending', $3, 0, $4, $5, array[$6::timestamptz],
+        case when $18 > 0 then $20::int8 end, $6, $6
     where (select ok from counted)
     on conflict (phone_number) do update set
         verification_id = case when v.status = 'approved' then excluded.verification_id
@@ -40,6 +45,7 @@ const PG_START_SEND: &str = r#"
         expires_at = excluded.expires_at,
         current_send_id = excluded.current_send_id,
         send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        fraud_slot = excluded.fraud_slot,
         approved_at = null,
         updated_at = $6
     where not exists (select 1 from unnest(v.send_times) t where t > $7)
@@ -57,6 +63,7 @@ const PG_RESEND: &str = r#"
         expires_at = $4,
         current_send_id = $5,
         send_times = array(select t from unnest(v.send_times) t where t > $8) || $6::timestamptz,
+        fraud_slot = case when $18 > 0 then $20::int8 end,
         updated_at = $6
     where phone_number = $1
       and (select ok from counted)
@@ -69,6 +76,7 @@ const PG_RESEND: &str = r#"
 
 // Both Postgres sends end here: the verification's record and the message, written by the same
 // statement as the row ($15 country, $16 channel, $17 provider; no message for a test number).
+// PG_FRAUD_COLUMNS completes the final select.
 const PG_RECORDS: &str = r#"
 , new_record as (
     insert into verification_record as r
@@ -82,8 +90,7 @@ const PG_RECORDS: &str = r#"
     select $5, verification_id, $1, $15, $16, $17, 'sending', true, $6, $6 from sent
     where $17 <> ''
 )
-select (select verification_id from sent), (select count from ip), (select count from country)
-"#;
+select (select verification_id from sent), (select count from ip), (select count from country)"#;
 
 // SQLite: the same two writes, after the row, in the send's transaction.
 const SQLITE_RECORD: &str = r#"
@@ -109,8 +116,8 @@ static PG_RESEND_SQL: OnceLock<String> = OnceLock::new();
 const SQLITE_START_SEND: &str = r#"
 insert into verification
     (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
-     send_times, created_at, updated_at)
-values ($1, $2, 'pending', $3, 0, $4, $5, json_array($6), $6, $6)
+     send_times, fraud_slot, created_at, updated_at)
+values ($1, $2, 'pending', $3, 0, $4, $5, json_array($6), $10, $6, $6)
 on conflict (phone_number) do update set
     verification_id = case when verification.status = 'approved' then excluded.verification_id
                            else verification.verification_id end,
@@ -122,6 +129,7 @@ on conflict (phone_number) do update set
     send_times = (select json_group_array(value) from (
         select value from json_each(verification.send_times) where value > $8
         union all select $6)),
+    fraud_slot = excluded.fraud_slot,
     approved_at = null,
     updated_at = $6
 where not exists (select 1 from json_each(verification.send_times) where value > $7)
@@ -139,6 +147,7 @@ update verification set
     send_times = (select json_group_array(value) from (
         select value from json_each(verification.send_times) where value > $8
         union all select $6)),
+    fraud_slot = $10,
     updated_at = $6
 where phone_number = $1
   and status <> 'approved'
@@ -174,25 +183,32 @@ enum Tried {
         verification_id: Uuid,
         ip_count: Option<i64>,
         country_count: Option<i64>,
+        fraud: [Option<ScopeOutcome>; 2],
     },
     /// A counter was full; nothing was written.
     CapFull(CapScope),
+    /// The fraud guard refused it; only the scope's block (if this send made it) was written.
+    Blocked {
+        scope: FraudScope,
+        outcome: ScopeOutcome,
+    },
     /// The row refused (cooldown, hourly cap, nothing to resend); nothing was written.
     Refused,
 }
 
 impl Storage {
-    /// Atomically checks the cooldown, the hourly cap and the shared counters and, if all allow it,
-    /// records the send and installs the new code (invalidating the previous one, resetting
-    /// attempts and expiry).
+    /// Atomically checks the fraud guard, the cooldown, the hourly cap and the shared counters
+    /// and, if all allow it, records the send and installs the new code (invalidating the previous
+    /// one, resetting attempts and expiry).
     pub async fn reserve_send(&self, send: NewSend<'_>) -> Result<SendOutcome, StorageError> {
         let _turn = self.gate.enter().await?;
         let send = &send;
         let window = window_start(send.now);
         let (ip_key, ip_max) = cap_binds(&send.ip_cap);
         let (country_key, country_max) = cap_binds(&send.country_cap);
-        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS and $15 to $17 to PG_RECORDS
-        // (Postgres only).
+        let fraud = FraudBinds::of(send);
+        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS, $15 to $17 to PG_RECORDS and
+        // $18 to $26 to PG_FRAUD (Postgres only).
         let params = [
             Param::Text(send.phone.as_ref()),
             Param::Uuid(send.new_verification_id),
@@ -211,6 +227,15 @@ impl Storage {
             Param::Text(send.phone.region().unwrap_or("XX")),
             Param::Text(send.channel.as_str()),
             Param::Text(send.provider.unwrap_or("")),
+            Param::Int4(fraud.mode),
+            Param::Text(fraud.prefix),
+            Param::Int8(fraud.slot),
+            Param::Int4(fraud.position),
+            Param::Int4(RING_SLOTS as i32),
+            Param::Int8(fraud.min_per_prefix),
+            Param::Int8(fraud.min_per_country),
+            Param::Float(fraud.ratio),
+            Param::Time(fraud.block_until),
         ];
         for _ in 0..RETRIES {
             let tried = match &self.db {
@@ -222,19 +247,33 @@ impl Storage {
                     verification_id,
                     ip_count,
                     country_count,
+                    fraud,
                 } => {
-                    return Ok(SendOutcome::Reserved(Reservation {
+                    return Ok(SendOutcome::Reserved(reservation(
+                        send,
                         verification_id,
-                        send_id: send.send_id,
-                        sent_at: send.now,
-                        counted: counted_caps(send, ip_count.is_some(), country_count.is_some()),
-                        filled: filled_caps(send, ip_count, country_count),
-                    }));
+                        ip_count,
+                        country_count,
+                        fraud,
+                    )));
                 }
                 Tried::CapFull(scope) => {
                     return Ok(SendOutcome::CapReached {
                         scope,
                         retry_after: until_next_window(send.now),
+                    });
+                }
+                Tried::Blocked { scope, outcome } => {
+                    let check = send.fraud.as_ref().ok_or_else(|| {
+                        StorageError::refused_without_reason("send without a fraud check")
+                    })?;
+                    let key = match scope {
+                        FraudScope::Prefix => &check.prefix,
+                        FraudScope::Country => &check.country,
+                    };
+                    return Ok(SendOutcome::Blocked {
+                        scope,
+                        block: outcome.made_block(scope, key, check, send.now),
                     });
                 }
                 Tried::Refused => {}
@@ -247,8 +286,8 @@ impl Storage {
         Err(StorageError::refused_without_reason("send"))
     }
 
-    /// Undoes a reserved send whose SMS failed: it stops counting towards the limits and its code
-    /// becomes unusable.
+    /// Undoes a reserved send whose SMS failed: it stops counting towards the limits and the fraud
+    /// guard, and its code becomes unusable.
     pub async fn release_send(
         &self,
         phone: &PhoneNumber,
@@ -264,7 +303,11 @@ impl Storage {
         match &self.db {
             Db::Postgres(pool) => {
                 db::postgres(PG_RELEASE_SEND, &params).execute(pool).await?;
-                counters::uncount_postgres(pool, window, &reservation.counted).await
+                counters::uncount_postgres(pool, window, &reservation.counted).await?;
+                if let Some(counted) = &reservation.fraud {
+                    fraud::adjust(&self.db, counted, -1, 0, reservation.sent_at).await?;
+                }
+                Ok(())
             }
             // SQLite: in one transaction, like the send.
             Db::Sqlite(pool) => {
@@ -273,6 +316,13 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
                 counters::uncount_sqlite(&mut tx, window, &reservation.counted).await?;
+                if let Some(c) = &reservation.fraud {
+                    let at = reservation.sent_at;
+                    fraud::adjust_sqlite(&mut tx, FraudScope::Prefix, &c.prefix, c.slot, -1, at)
+                        .await?;
+                    fraud::adjust_sqlite(&mut tx, FraudScope::Country, &c.country, c.slot, -1, at)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -280,7 +330,82 @@ impl Storage {
     }
 }
 
-/// One statement; if the row refused, the counters it took are given back.
+/// The fraud guard's binds: zeros when the send is not counted.
+struct FraudBinds<'a> {
+    mode: i32,
+    prefix: &'a str,
+    slot: i64,
+    position: i32,
+    min_per_prefix: i64,
+    min_per_country: i64,
+    ratio: f64,
+    block_until: OffsetDateTime,
+}
+
+impl<'a> FraudBinds<'a> {
+    fn of(send: &'a NewSend<'_>) -> Self {
+        let check = send.fraud.as_ref();
+        Self {
+            mode: FraudCheck::mode(check),
+            prefix: check.map_or("", |c| c.prefix.as_str()),
+            slot: check.map_or(0, |c| c.slot),
+            position: check.map_or(1, FraudCheck::position),
+            min_per_prefix: check.map_or(0, |c| i64::from(c.min_per_prefix)),
+            min_per_country: check.map_or(0, |c| i64::from(c.min_per_country)),
+            ratio: check.map_or(0.0, |c| c.ratio),
+            block_until: check.map_or(send.now, |c| c.block_until),
+        }
+    }
+}
+
+/// The reservation of a send that went through, with what the fraud guard said of it.
+fn reservation(
+    send: &NewSend<'_>,
+    verification_id: Uuid,
+    ip_count: Option<i64>,
+    country_count: Option<i64>,
+    fraud: [Option<ScopeOutcome>; 2],
+) -> Reservation {
+    let mut over = Vec::new();
+    let mut blocks = Vec::new();
+    if let Some(check) = &send.fraud {
+        let scopes = [
+            (FraudScope::Prefix, &check.prefix),
+            (FraudScope::Country, &check.country),
+        ];
+        for ((scope, key), outcome) in scopes.into_iter().zip(fraud) {
+            let Some(outcome) = outcome else { continue };
+            if outcome.over() {
+                over.push(scope);
+            }
+            blocks.extend(outcome.made_block(scope, key, check, send.now));
+        }
+    }
+    Reservation {
+        verification_id,
+        send_id: send.send_id,
+        sent_at: send.now,
+        counted: counted_caps(send, ip_count.is_some(), country_count.is_some()),
+        filled: filled_caps(send, ip_count, country_count),
+        fraud: send.fraud.as_ref().map(|c| FraudCounted {
+            prefix: c.prefix.clone(),
+            country: c.country.clone(),
+            slot: c.slot,
+        }),
+        fraud_over: over,
+        fraud_blocks: blocks,
+    }
+}
+
+/// The scope that refused the send, if the guard did.
+fn fraud_refusal(fraud: &[Option<ScopeOutcome>; 2]) -> Option<(FraudScope, ScopeOutcome)> {
+    [FraudScope::Prefix, FraudScope::Country]
+        .into_iter()
+        .zip(fraud.iter().copied())
+        .find_map(|(scope, o)| o.filter(|o| !o.counted()).map(|o| (scope, o)))
+}
+
+/// One statement; if the row refused, the counters and fraud counts it took are given back.
 async fn send_postgres(
     pool: &PgPool,
     send: &NewSend<'_>,
@@ -288,25 +413,47 @@ async fn send_postgres(
     window: OffsetDateTime,
 ) -> Result<Tried, StorageError> {
     let sql = match send.kind {
-        SendKind::Start => {
-            PG_START_SEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}"))
-        }
-        SendKind::Resend => {
-            PG_RESEND_SQL.get_or_init(|| format!("{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}"))
-        }
+        SendKind::Start => PG_START_SEND_SQL.get_or_init(|| {
+            format!("{PG_FRAUD}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}")
+        }),
+        SendKind::Resend => PG_RESEND_SQL.get_or_init(|| {
+            format!("{PG_FRAUD}{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}")
+        }),
     };
     let row = Row::Postgres(db::postgres(sql.as_str(), params).fetch_one(pool).await?);
     let id: Option<Uuid> = row.get(0)?;
     let (ip_count, country_count) = (row.opt_int(1)?, row.opt_int(2)?);
+    let fraud = [ScopeOutcome::read(&row, 3)?, ScopeOutcome::read(&row, 6)?];
     if let Some(verification_id) = id {
         return Ok(Tried::Sent {
             verification_id,
             ip_count,
             country_count,
+            fraud,
         });
     }
+    let refusal = fraud_refusal(&fraud);
     let counted = counted_caps(send, ip_count.is_some(), country_count.is_some());
     counters::uncount_postgres(pool, window, &counted).await?;
+    // Whatever the guard counted goes back: both scopes if the row refused, the prefix if the
+    // country refused.
+    if let Some(check) = &send.fraud
+        && fraud[0].is_some_and(ScopeOutcome::counted)
+    {
+        let mut taken = FraudCounted {
+            prefix: check.prefix.clone(),
+            country: check.country.clone(),
+            slot: check.slot,
+        };
+        if !fraud[1].is_some_and(ScopeOutcome::counted) {
+            // Only the prefix: an unknown key makes ADJUST change nothing for the country.
+            taken.country = String::new();
+        }
+        fraud::adjust(&Db::Postgres(pool.clone()), &taken, -1, 0, send.now).await?;
+    }
+    if let Some((scope, outcome)) = refusal {
+        return Ok(Tried::Blocked { scope, outcome });
+    }
     Ok(
         match counters::refused_cap(send, ip_count.is_some(), country_count.is_some()) {
             Some(scope) => Tried::CapFull(scope),
@@ -315,7 +462,8 @@ async fn send_postgres(
     )
 }
 
-/// The counters, then the row, in one transaction that a refusal rolls back.
+/// The fraud guard, the counters, then the row, in one transaction that a refusal rolls back
+/// (a fraud refusal commits: the block it made must last).
 async fn send_sqlite(
     pool: &SqlitePool,
     send: &NewSend<'_>,
@@ -327,6 +475,19 @@ async fn send_sqlite(
         SendKind::Resend => SQLITE_RESEND,
     };
     let mut tx = pool.begin().await?;
+    let mut fraud = [None, None];
+    if let Some(check) = &send.fraud {
+        fraud = fraud::count_sqlite(&mut tx, check, send.now).await?;
+        if let Some((scope, outcome)) = fraud_refusal(&fraud) {
+            if scope == FraudScope::Country {
+                let (prefix, slot) = (&check.prefix, check.slot);
+                fraud::adjust_sqlite(&mut tx, FraudScope::Prefix, prefix, slot, -1, send.now)
+                    .await?;
+            }
+            tx.commit().await?;
+            return Ok(Tried::Blocked { scope, outcome });
+        }
+    }
     let [ip_count, country_count] = match counters::count_sqlite(&mut tx, send, window).await? {
         Ok(counts) => counts,
         Err(scope) => {
@@ -334,7 +495,13 @@ async fn send_sqlite(
             return Ok(Tried::CapFull(scope));
         }
     };
-    let row = db::sqlite(sql, params).fetch_optional(&mut *tx).await?;
+    let fraud_slot = send.fraud.as_ref().map(|c| c.slot);
+    let params: Vec<Param<'_>> = params
+        .iter()
+        .copied()
+        .chain([Param::OptInt8(fraud_slot)])
+        .collect();
+    let row = db::sqlite(sql, &params).fetch_optional(&mut *tx).await?;
     let Some(row) = row.map(Row::Sqlite) else {
         tx.rollback().await?;
         return Ok(Tried::Refused);
@@ -366,5 +533,6 @@ async fn send_sqlite(
         verification_id,
         ip_count,
         country_count,
+        fraud,
     })
 }

@@ -1,0 +1,533 @@
+//! The fraud_scope table: the fraud guard's counts of unverified and verified code messages per
+//! destination prefix and per country over a rolling window, and the blocks. One row per scope,
+//! updated under its row lock by the send statement itself, so concurrent sends and instances see
+//! each other's counts; an approval moves its message from unverified to verified.
+//!
+//! The window is a ring of `RING_SLOTS` time slots in each row: position `slot % RING_SLOTS + 1`
+//! holds slot number `slot` and its counts; a slot leaves the window when its position is reused
+//! or when it is older than the newest `RING_SLOTS` slots.
+
+use sqlx::SqliteConnection;
+use time::OffsetDateTime;
+
+use super::db::{self, Db, Param, Row, Sql};
+use super::{Storage, StorageError};
+
+/// Slots per window: a message leaves the counts within 1/60 of the window of its end.
+pub const RING_SLOTS: i64 = 60;
+
+/// Where a send's fraud guard stands: what to count it under and the limits.
+#[derive(Debug, Clone)]
+pub struct FraudCheck {
+    /// Refuse over the limit (else only count and record the blocks: monitor mode).
+    pub enforce: bool,
+    pub prefix: String,
+    pub country: String,
+    /// The current slot number (Unix time over the slot's length).
+    pub slot: i64,
+    pub min_per_prefix: u32,
+    pub min_per_country: u32,
+    pub ratio: f64,
+    /// The end of a block made now.
+    pub block_until: OffsetDateTime,
+}
+
+impl FraudCheck {
+    /// The slot's position in the ring, from 1 (Postgres arrays).
+    pub(super) fn position(&self) -> i32 {
+        position(self.slot)
+    }
+
+    pub(super) fn oldest_slot(&self) -> i64 {
+        self.slot - RING_SLOTS + 1
+    }
+
+    /// The binds the Postgres send statement takes from $18 on (see `PG_FRAUD`).
+    pub(super) fn mode(check: Option<&FraudCheck>) -> i32 {
+        match check {
+            None => 0,
+            Some(c) if c.enforce => 2,
+            Some(_) => 1,
+        }
+    }
+}
+
+fn position(slot: i64) -> i32 {
+    (slot.rem_euclid(RING_SLOTS) + 1) as i32
+}
+
+/// The two scopes a destination is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FraudScope {
+    Prefix,
+    Country,
+}
+
+impl FraudScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FraudScope::Prefix => "prefix",
+            FraudScope::Country => "country",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "prefix" => Ok(FraudScope::Prefix),
+            "country" => Ok(FraudScope::Country),
+            other => Err(StorageError::Setup(format!("unknown fraud scope {other}"))),
+        }
+    }
+}
+
+/// A block: the scope and key, when it started and ends, and the counts that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FraudBlock {
+    pub scope: FraudScope,
+    pub key: String,
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    pub unverified: i64,
+    pub verified: i64,
+}
+
+/// The keys a send was counted under and its slot: what an approval or a failed send changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FraudCounted {
+    pub prefix: String,
+    pub country: String,
+    pub slot: i64,
+}
+
+/// What the guard said about one scope of a send: bits of the row's `outcome`, and the counts of
+/// the block when the send made one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ScopeOutcome {
+    bits: i64,
+    block_unverified: i64,
+    block_verified: i64,
+}
+
+impl ScopeOutcome {
+    pub(super) fn read(row: &Row, first: usize) -> Result<Option<Self>, StorageError> {
+        let Some(bits) = row.opt_int(first)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            bits,
+            block_unverified: row.opt_int(first + 1)?.unwrap_or(0),
+            block_verified: row.opt_int(first + 2)?.unwrap_or(0),
+        }))
+    }
+
+    pub(super) fn counted(self) -> bool {
+        self.bits & 1 != 0
+    }
+
+    /// Over the limit or blocked: refused in enforce mode, would have been in monitor mode.
+    pub(super) fn over(self) -> bool {
+        self.bits & 4 != 0
+    }
+
+    /// The block this send made, if it made one.
+    pub(super) fn made_block(
+        self,
+        scope: FraudScope,
+        key: &str,
+        check: &FraudCheck,
+        now: OffsetDateTime,
+    ) -> Option<FraudBlock> {
+        (self.bits & 2 != 0).then(|| FraudBlock {
+            scope,
+            key: key.to_string(),
+            since: now,
+            until: check.block_until,
+            unverified: self.block_unverified,
+            verified: self.block_verified,
+        })
+    }
+}
+
+// Postgres: the fraud guard's CTEs, first in the send statement. `locked` takes the number's row
+// lock before the scopes' (an approval holds it while it updates them: same order, no deadlock).
+// Each scope's upsert decides from the row it holds locked: U and V are the sums over the live
+// slots ($20 the current slot, $22 the ring size); over = U >= max(floor, ratio x V); it counts
+// the send (in monitor mode always) unless enforce mode refuses, and the first send over the
+// limit blocks the scope until $26. The country is only reached when the prefix counted the
+// send; `fraud_ok` says whether both did. $18: 0 not counted, 1 monitor, 2 enforce.
+pub(super) const PG_FRAUD: &str = r#"
+with locked as (
+    select 1 from verification where phone_number = $1 and $18 > 0 for update
+), fraud_prefix as (
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    select 'prefix', $19,
+        array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
+        array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
+        array_fill(0, array[$22]), 1, $6
+    where $18 > 0 and (select count(*) from locked) >= 0
+    on conflict (scope, key) do update set
+        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
+         block_verified, updated_at) =
+        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+                     else f.slots end,
+                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                     else f.unverified end,
+                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                     else f.verified end,
+                case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
+                    + case when d.blocked or d.over then 4 else 0 end,
+                case when d.blocks then $6 else f.blocked_at end,
+                case when d.blocks then $26 else f.blocked_until end,
+                case when d.blocks then d.u else f.block_unverified end,
+                case when d.blocks then d.v else f.block_verified end,
+                $6
+         from (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
+                      (w.over and not w.blocked) as blocks
+               from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
+                            s.u >= greatest($23::float8, $25 * s.v) as over
+                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
+                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
+                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
+                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
+                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+    returning outcome, block_unverified, block_verified
+), fraud_country as (
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    select 'country', $15,
+        array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
+        array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
+        array_fill(0, array[$22]), 1, $6
+    where $18 > 0 and exists (select 1 from fraud_prefix where outcome & 1 = 1)
+    on conflict (scope, key) do update set
+        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
+         block_verified, updated_at) =
+        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+                     else f.slots end,
+                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                     else f.unverified end,
+                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                     else f.verified end,
+                case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
+                    + case when d.blocked or d.over then 4 else 0 end,
+                case when d.blocks then $6 else f.blocked_at end,
+                case when d.blocks then $26 else f.blocked_until end,
+                case when d.blocks then d.u else f.block_unverified end,
+                case when d.blocks then d.v else f.block_verified end,
+                $6
+         from (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
+                      (w.over and not w.blocked) as blocks
+               from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
+                            s.u >= greatest($24::float8, $25 * s.v) as over
+                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
+                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
+                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
+                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
+                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+    returning outcome, block_unverified, block_verified
+), fraud_ok as (
+    select $18 = 0 or exists (select 1 from fraud_country where outcome & 1 = 1) as ok
+)"#;
+
+// The final select's fraud columns (after the send's own three).
+pub(super) const PG_FRAUD_COLUMNS: &str = r#",
+    (select outcome from fraud_prefix), (select block_unverified from fraud_prefix),
+    (select block_verified from fraud_prefix), (select outcome from fraud_country),
+    (select block_unverified from fraud_country), (select block_verified from fraud_country)
+"#;
+
+// SQLite: one scope's decision, the same as PG_FRAUD's, as one upsert inside the send's
+// transaction (the ring as JSON arrays; $7 the slot's JSON path). The fresh row's arrays ($3 to
+// $5) are made by the caller.
+const SQLITE_FRAUD: &str = r#"
+insert into fraud_scope (scope, key, slots, unverified, verified, outcome, updated_at)
+values ($1, $2, $3, $4, $5, 1, $6)
+on conflict (scope, key) do update set
+    (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
+     block_verified, updated_at) =
+    (select case when d.counts then json_set(fraud_scope.slots, $7, $8) else fraud_scope.slots end,
+            case when d.counts then json_set(fraud_scope.unverified, $7, d.here_u + 1)
+                 else fraud_scope.unverified end,
+            case when d.counts then json_set(fraud_scope.verified, $7, d.here_v)
+                 else fraud_scope.verified end,
+            d.counts + 2 * d.blocks + 4 * (d.blocked or d.over),
+            case when d.blocks then $6 else fraud_scope.blocked_at end,
+            case when d.blocks then $12 else fraud_scope.blocked_until end,
+            case when d.blocks then d.u else fraud_scope.block_unverified end,
+            case when d.blocks then d.v else fraud_scope.block_verified end,
+            $6
+     from (select w.*, ($13 = 1 or not (w.blocked or w.over)) as counts,
+                  (w.over and not w.blocked) as blocks
+           from (select s.*, coalesce(fraud_scope.blocked_until > $6, 0) as blocked,
+                        s.u >= max($10, $11 * s.v) as over
+                 from (select coalesce(sum(case when t.value between $9 and $8 then u.value end), 0) as u,
+                              coalesce(sum(case when t.value between $9 and $8 then v.value end), 0) as v,
+                              coalesce(sum(case when t.value = $8 then u.value end), 0) as here_u,
+                              coalesce(sum(case when t.value = $8 then v.value end), 0) as here_v
+                       from json_each(fraud_scope.slots) t
+                       join json_each(fraud_scope.unverified) u on u.key = t.key
+                       join json_each(fraud_scope.verified) v on v.key = t.key) s) w) d)
+returning outcome, block_unverified, block_verified
+"#;
+
+// Moves counts in one slot of one scope, if the ring still holds that slot: a failed send's
+// message leaves U ($5 = -1), an approved one moves from U to V ($5 = -1, $6 = 1). $4 is the
+// slot's position (from 1).
+const ADJUST: Sql = Sql::each(
+    r#"
+update fraud_scope set
+    unverified = unverified[:$4 - 1] || greatest(unverified[$4] + $5, 0) || unverified[$4 + 1:],
+    verified = verified[:$4 - 1] || greatest(verified[$4] + $6, 0) || verified[$4 + 1:],
+    updated_at = $7
+where scope = $1 and key = $2 and slots[$4] = $3
+"#,
+    r#"
+update fraud_scope set
+    unverified = json_set(unverified, '$[' || ($4 - 1) || ']',
+        max(json_extract(unverified, '$[' || ($4 - 1) || ']') + $5, 0)),
+    verified = json_set(verified, '$[' || ($4 - 1) || ']',
+        max(json_extract(verified, '$[' || ($4 - 1) || ']') + $6, 0)),
+    updated_at = $7
+where scope = $1 and key = $2 and json_extract(slots, '$[' || ($4 - 1) || ']') = $3
+"#,
+);
+
+// Postgres: the approval's half of ADJUST, inside the check statement (after PG_CHECK_RECORDS'
+// own CTEs): the approved send's slot comes from the number's row; prefix ($5) before country
+// ($6), the order the sends lock them in. $7 is the ring size.
+pub(super) const PG_CHECK_FRAUD: &str = r#"
+, approved_slot as (
+    select c.fraud_slot as slot, (c.fraud_slot % $7 + 1)::int as i from checked c
+    where c.approved and c.fraud_slot is not null
+), converted_prefix as (
+    update fraud_scope f set
+        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
+        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        updated_at = $3
+    from approved_slot p
+    where f.scope = 'prefix' and f.key = $5 and f.slots[p.i] = p.slot
+    returning 1
+), converted_country as (
+    update fraud_scope f set
+        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
+        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        updated_at = $3
+    from approved_slot p
+    where f.scope = 'country' and f.key = $6 and f.slots[p.i] = p.slot
+      and (select count(*) from converted_prefix) >= 0
+)"#;
+
+// Lifting ends the block now and forgives the unverified messages counted so far.
+const LIFT: Sql = Sql::each(
+    r#"
+update fraud_scope set blocked_until = $3, unverified = array_fill(0, array[cardinality(unverified)]),
+    updated_at = $3
+where scope = $1 and key = $2 and blocked_until > $3
+"#,
+    r#"
+update fraud_scope set blocked_until = $3,
+    unverified = (select json_group_array(0) from json_each(fraud_scope.unverified)), updated_at = $3
+where scope = $1 and key = $2 and blocked_until > $3
+"#,
+);
+
+// Blocks that end after $1 (active ones when $1 is now), newest first, by the partial index.
+const BLOCKS: Sql = Sql::same(
+    r#"
+select scope, key, blocked_at, blocked_until, block_unverified, block_verified from fraud_scope
+where blocked_until > $1 and blocked_at <= $2
+order by blocked_at desc
+limit 1000
+"#,
+);
+
+// A custom SMS has no code to count, but a block refuses it.
+const BLOCKED_SCOPE: Sql = Sql::same(
+    r#"
+select scope from fraud_scope
+where ((scope = 'prefix' and key = $1) or (scope = 'country' and key = $2)) and blocked_until > $3
+order by scope desc
+limit 1
+"#,
+);
+
+// Scopes with nothing left in the window and no block running.
+const PURGE: Sql = Sql::same(
+    r#"
+delete from fraud_scope where updated_at < $1 and (blocked_until is null or blocked_until < $2)
+"#,
+);
+
+/// SQLite: the guard's half of a send, inside its transaction: the prefix, then (if the prefix
+/// counted it) the country. Returns each scope's outcome (`None`: not reached).
+pub(super) async fn count_sqlite(
+    tx: &mut SqliteConnection,
+    check: &FraudCheck,
+    now: OffsetDateTime,
+) -> Result<[Option<ScopeOutcome>; 2], StorageError> {
+    let i = check.position() as usize - 1;
+    let ring = |value: i64, fill: i64| {
+        let mut v = vec![fill; RING_SLOTS as usize];
+        v[i] = value;
+        serde_json::to_string(&v).unwrap_or_default()
+    };
+    let (slots, ones, zeros) = (ring(check.slot, -1), ring(1, 0), ring(0, 0));
+    let path = format!("$[{i}]");
+    let mut outcomes = [None, None];
+    for (n, (scope, key, floor)) in [
+        (FraudScope::Prefix, &check.prefix, check.min_per_prefix),
+        (FraudScope::Country, &check.country, check.min_per_country),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let params = [
+            Param::Text(scope.as_str()),
+            Param::Text(key),
+            Param::Text(&slots),
+            Param::Text(&ones),
+            Param::Text(&zeros),
+            Param::Time(now),
+            Param::Text(&path),
+            Param::Int8(check.slot),
+            Param::Int8(check.oldest_slot()),
+            Param::Int8(i64::from(floor)),
+            Param::Float(check.ratio),
+            Param::Time(check.block_until),
+            Param::Int4(FraudCheck::mode(Some(check))),
+        ];
+        let row = Row::Sqlite(
+            db::sqlite(SQLITE_FRAUD, &params)
+                .fetch_one(&mut *tx)
+                .await?,
+        );
+        let outcome = ScopeOutcome::read(&row, 0)?;
+        outcomes[n] = outcome;
+        if !outcome.is_some_and(ScopeOutcome::counted) {
+            break;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The parameters of ADJUST for one scope.
+fn adjust_params<'a>(
+    scope: FraudScope,
+    key: &'a str,
+    slot: i64,
+    unverified: i32,
+    verified: i32,
+    now: OffsetDateTime,
+) -> [Param<'a>; 7] {
+    [
+        Param::Text(scope.as_str()),
+        Param::Text(key),
+        Param::Int8(slot),
+        Param::Int4(position(slot)),
+        Param::Int4(unverified),
+        Param::Int4(verified),
+        Param::Time(now),
+    ]
+}
+
+/// SQLite, inside a transaction: moves counts of one scope's slot (see ADJUST).
+pub(super) async fn adjust_sqlite(
+    tx: &mut SqliteConnection,
+    scope: FraudScope,
+    key: &str,
+    slot: i64,
+    unverified: i32,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    let params = adjust_params(scope, key, slot, unverified, 0, now);
+    db::sqlite(ADJUST.sqlite, &params).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Moves counts of a counted send's slot in both its scopes, prefix first (the sends' lock order),
+/// each in its own statement: `unverified` and `verified` are added (-1 and 1 for an approval).
+pub(super) async fn adjust(
+    db: &Db,
+    counted: &FraudCounted,
+    unverified: i32,
+    verified: i32,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    for (scope, key) in [
+        (FraudScope::Prefix, &counted.prefix),
+        (FraudScope::Country, &counted.country),
+    ] {
+        let params = adjust_params(scope, key, counted.slot, unverified, verified, now);
+        db.execute(ADJUST, &params).await?;
+    }
+    Ok(())
+}
+
+/// Deletes scopes untouched since `before` whose block (if any) ended before `now`.
+pub(super) async fn purge(
+    db: &Db,
+    before: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<u64, StorageError> {
+    db.execute(PURGE, &[Param::Time(before), Param::Time(now)])
+        .await
+}
+
+fn block(row: &Row) -> Result<FraudBlock, StorageError> {
+    Ok(FraudBlock {
+        scope: FraudScope::parse(&row.get::<String>(0)?)?,
+        key: row.get(1)?,
+        since: row.time(2)?,
+        until: row.time(3)?,
+        unverified: row.opt_int(4)?.unwrap_or(0),
+        verified: row.opt_int(5)?.unwrap_or(0),
+    })
+}
+
+impl Storage {
+    /// Blocks that ran at some time between `since` and `now` (the active ones when `since` is now),
+    /// newest first.
+    pub async fn fraud_blocks(
+        &self,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Vec<FraudBlock>, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let rows = self
+            .db
+            .fetch_all(BLOCKS, &[Param::Time(since), Param::Time(now)])
+            .await?;
+        rows.iter().map(block).collect()
+    }
+
+    /// Ends a running block and forgives the unverified messages counted against its scope.
+    /// False when there was no running block under that key.
+    pub async fn lift_fraud_block(
+        &self,
+        scope: FraudScope,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Text(scope.as_str()),
+            Param::Text(key),
+            Param::Time(now),
+        ];
+        Ok(self.db.execute(LIFT, &params).await? > 0)
+    }
+
+    /// The scope whose running block covers this destination, if one does.
+    pub async fn fraud_blocked(
+        &self,
+        prefix: &str,
+        country: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<FraudScope>, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [Param::Text(prefix), Param::Text(country), Param::Time(now)];
+        match self.db.fetch_optional(BLOCKED_SCOPE, &params).await? {
+            Some(row) => Ok(Some(FraudScope::parse(&row.get::<String>(0)?)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The fraud guard: per prefix and per country, unverified code messages over the limit block the
+//! scope; blocks hold across instances and restarts, and can be lifted.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::both_backends;
+use crate::helpers::{
+    Answer, AppOptions, Backend, TestApp, TestDatabase, spawn_app_with, spawn_on,
+};
+
+const TOKEN: &str = "internal-token-0123456789";
+/// US numbers in prefix +121255 (FRAUD_PREFIX_DIGITS=6), and in +121355.
+const PREFIX: &str = "+121255";
+const OTHER_PREFIX: &str = "+121355";
+
+/// The fraud metrics are process-wide: the tests here (the only ones whose sends block anything)
+/// take turns, so one test's deltas are its own.
+static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+both_backends!(
+    an_attack_on_one_prefix_gets_exactly_the_floor_through_two_instances,
+    a_second_prefix_gets_through_until_the_country_floor,
+    verified_codes_raise_the_allowance_by_the_ratio,
+    promptly_verified_sends_are_never_refused,
+    monitor_mode_refuses_nothing_but_records_the_block,
+    off_counts_nothing,
+    the_safe_list_and_test_numbers_are_never_counted,
+    a_failed_send_is_taken_back_out,
+    lifting_a_block_forgives_the_unverified,
+    a_block_survives_a_restart,
+    resends_and_custom_messages_into_a_blocked_prefix_are_refused,
+    a_block_is_counted_and_logged_once,
+);
+
+fn number(prefix: &str, n: usize) -> String {
+    format!("{prefix}5{n:04}")
+}
+
+/// Enforce mode with the given floors (prefix, country) and the internal token.
+fn guarded(prefix_floor: u32, country_floor: u32) -> AppOptions<'static> {
+    AppOptions::new()
+        .var("FRAUD_GUARD", "enforce")
+        .var("FRAUD_MIN_UNVERIFIED_PER_PREFIX", prefix_floor)
+        .var("FRAUD_MIN_UNVERIFIED_PER_COUNTRY", country_floor)
+        .var("INTERNAL_API_TOKEN", TOKEN)
+}
+
+async fn blocks(app: &TestApp) -> Vec<Value> {
+    let answer = app.get_with_token("/api/fraud/blocks", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.body["blocks"].as_array().unwrap().clone()
+}
+
+async fn lift(app: &TestApp, key: &str) -> Answer {
+    let response = app
+        .api
+        .delete(format!("{}/api/fraud/blocks/{key}", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    TestApp::answer(response).await
+}
+
+/// Sends codes to numbers `from..to` of `prefix`, one after another; returns the statuses.
+async fn send_range(app: &TestApp, prefix: &str, from: usize, to: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for n in from..to {
+        statuses.push(app.send_code(&number(prefix, n)).await.status.as_u16());
+    }
+    statuses
+}
+
+/// Sends and verifies a code for each of numbers `from..to`.
+async fn send_and_verify(app: &TestApp, prefix: &str, from: usize, to: usize) {
+    for n in from..to {
+        let phone = number(prefix, n);
+        let code = app.send_and_read_code(&phone).await;
+        let answer = app.verify(&phone, &code).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+async fn an_attack_on_one_prefix_gets_exactly_the_floor_through_two_instances(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let db = TestDatabase::new(backend).await;
+    let a = spawn_on(&db, guarded(5, 100)).await;
+    let b = spawn_on(&db, guarded(5, 100)).await;
+
+    let (x, y) = tokio::join!(
+        join_all((0..30).map(|n| send_owned(&a, number(PREFIX, n)))),
+        join_all((30..60).map(|n| send_owned(&b, number(PREFIX, n)))),
+    );
+    let answers: Vec<&Answer> = x.iter().chain(&y).collect();
+
+    let sent = a.sent_messages().await.len() + b.sent_messages().await.len();
+    assert_eq!(sent, 5, "SMS that reached the provider");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.status == StatusCode::OK)
+            .count(),
+        5
+    );
+    for refused in answers.iter().filter(|r| r.status != StatusCode::OK) {
+        refused.assert_problem(403, "destination_blocked");
+    }
+    let listed = blocks(&a).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["scope"], "prefix");
+    assert_eq!(listed[0]["key"], PREFIX);
+    assert_eq!(listed[0]["unverified"], 5);
+    assert_eq!(listed[0]["verified"], 0);
+    assert_eq!(blocks(&b).await, listed);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn a_second_prefix_gets_through_until_the_country_floor(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(5, 8)).await;
+
+    let first = send_range(&app, PREFIX, 0, 7).await;
+    assert_eq!(first, [200, 200, 200, 200, 200, 403, 403]);
+    // The country has 5 of its 8; the second prefix gets the other 3.
+    let second = send_range(&app, OTHER_PREFIX, 0, 5).await;
+    assert_eq!(second, [200, 200, 200, 403, 403]);
+    assert_eq!(app.sent_messages().await.len(), 8);
+
+    let listed = blocks(&app).await;
+    let keys: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|b| (b["scope"].as_str().unwrap(), b["key"].as_str().unwrap()))
+        .collect();
+    assert!(keys.contains(&("prefix", PREFIX)), "{listed:?}");
+    assert!(keys.contains(&("country", "US")), "{listed:?}");
+    assert!(!keys.contains(&("prefix", OTHER_PREFIX)), "{listed:?}");
+    // A third prefix in the country is refused as well.
+    app.send_code("+13125551234")
+        .await
+        .assert_problem(403, "destination_blocked");
+}
+
+async fn verified_codes_raise_the_allowance_by_the_ratio(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    for (ratio, allowed) in [("1.0", 4), ("0.5", 2)] {
+        let (app, _db) = spawn_app_with(
+            backend,
+            guarded(2, 1000).var("FRAUD_UNVERIFIED_RATIO", ratio),
+        )
+        .await;
+        // V = 4: the allowance is max(2, ratio x 4) unverified messages.
+        send_and_verify(&app, PREFIX, 0, 4).await;
+        let statuses = send_range(&app, PREFIX, 4, 4 + allowed + 2).await;
+        assert_eq!(
+            count(&statuses, 200),
+            allowed,
+            "ratio {ratio}: {statuses:?}"
+        );
+        assert_eq!(&statuses[..allowed], vec![200; allowed], "ratio {ratio}");
+        let listed = blocks(&app).await;
+        assert_eq!(listed[0]["unverified"], allowed, "ratio {ratio}");
+        assert_eq!(listed[0]["verified"], 4, "ratio {ratio}");
+    }
+}
+
+async fn promptly_verified_sends_are_never_refused(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(5, 5)).await;
+
+    send_and_verify(&app, PREFIX, 0, 40).await;
+
+    assert!(blocks(&app).await.is_empty());
+    assert_eq!(app.sent_messages().await.len(), 40);
+}
+
+async fn monitor_mode_refuses_nothing_but_records_the_block(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(5, 1000).var("FRAUD_GUARD", "monitor")).await;
+
+    let statuses = send_range(&app, PREFIX, 0, 10).await;
+
+    assert_eq!(statuses, vec![200; 10]);
+    let listed = blocks(&app).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["key"], PREFIX);
+    assert_eq!(listed[0]["unverified"], 5);
+}
+
+async fn off_counts_nothing(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(2, 2).var("FRAUD_GUARD", "off")).await;
+
+    let statuses = send_range(&app, PREFIX, 0, 6).await;
+
+    assert_eq!(statuses, vec![200; 6]);
+    assert!(blocks(&app).await.is_empty());
+}
+
+async fn the_safe_list_and_test_numbers_are_never_counted(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let test_numbers = (0..3)
+        .map(|n| format!("{}=123456", number(OTHER_PREFIX, n)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (app, _db) = spawn_app_with(
+        backend,
+        guarded(2, 1000)
+            .var("FRAUD_SAFE_LIST", format!("{PREFIX},+13125551234"))
+            .var("TEST_PHONE_NUMBERS", test_numbers),
+    )
+    .await;
+
+    assert_eq!(send_range(&app, PREFIX, 0, 5).await, vec![200; 5]);
+    assert_eq!(send_range(&app, OTHER_PREFIX, 0, 3).await, vec![200; 3]);
+    assert_eq!(app.send_code("+13125551234").await.status, StatusCode::OK);
+    assert!(blocks(&app).await.is_empty());
+    // The test numbers left the other prefix's count at zero: two real ones still get through.
+    assert_eq!(send_range(&app, OTHER_PREFIX, 3, 6).await, [200, 200, 403]);
+}
+
+async fn a_failed_send_is_taken_back_out(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(2, 1000).var("TWILIO_MAX_RETRIES", 0)).await;
+    app.twilio.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&app.twilio)
+        .await;
+
+    let failed = send_range(&app, PREFIX, 0, 4).await;
+    assert_eq!(failed, vec![503; 4]);
+
+    app.twilio.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(crate::helpers::message_created())
+        .mount(&app.twilio)
+        .await;
+    assert_eq!(send_range(&app, PREFIX, 4, 7).await, [200, 200, 403]);
+}
+
+async fn lifting_a_block_forgives_the_unverified(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(3, 1000)).await;
+    assert_eq!(send_range(&app, PREFIX, 0, 4).await, [200, 200, 200, 403]);
+
+    let answer = lift(&app, "%2B121255").await;
+
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    assert!(blocks(&app).await.is_empty());
+    // Forgiven: the floor's worth again, then blocked again.
+    assert_eq!(send_range(&app, PREFIX, 4, 8).await, [200, 200, 200, 403]);
+    assert_eq!(blocks(&app).await.len(), 1);
+    // Nothing to lift under other keys.
+    lift(&app, "US")
+        .await
+        .assert_problem(404, "block_not_found");
+    lift(&app, "%2B447400")
+        .await
+        .assert_problem(404, "block_not_found");
+    lift(&app, "not-a-key")
+        .await
+        .assert_problem(404, "block_not_found");
+    assert_eq!(lift(&app, "%2B121255").await.status, StatusCode::NO_CONTENT);
+    lift(&app, "%2B121255")
+        .await
+        .assert_problem(404, "block_not_found");
+}
+
+async fn a_block_survives_a_restart(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let db = TestDatabase::new(backend).await;
+    let first = spawn_on(&db, guarded(2, 1000)).await;
+    assert_eq!(send_range(&first, PREFIX, 0, 3).await, [200, 200, 403]);
+    first.stop().await;
+
+    let second = spawn_on(&db, guarded(2, 1000)).await;
+
+    second
+        .send_code(&number(PREFIX, 9))
+        .await
+        .assert_problem(403, "destination_blocked");
+    assert!(second.sent_messages().await.is_empty());
+    assert_eq!(blocks(&second).await.len(), 1);
+}
+
+async fn resends_and_custom_messages_into_a_blocked_prefix_are_refused(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(2, 1000)).await;
+    // Custom messages have no code: never counted.
+    for n in 0..4 {
+        let answer = custom_sms(&app, &number(PREFIX, n)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+    assert!(blocks(&app).await.is_empty());
+    assert_eq!(send_range(&app, PREFIX, 0, 3).await, [200, 200, 403]);
+    app.clock.advance(Duration::from_secs(31));
+
+    app.resend_code(&number(PREFIX, 0))
+        .await
+        .assert_problem(403, "destination_blocked");
+    custom_sms(&app, &number(PREFIX, 7))
+        .await
+        .assert_problem(403, "destination_blocked");
+    // 4 custom messages and 2 codes.
+    assert_eq!(app.sent_messages().await.len(), 6);
+}
+
+async fn custom_sms(app: &TestApp, phone: &str) -> Answer {
+    let response = app
+        .api
+        .post(format!("{}/api/sms/send", app.address))
+        .bearer_auth(TOKEN)
+        .json(&json!({"phone_number": phone, "message": "Your parcel is on the way"}))
+        .send()
+        .await
+        .unwrap();
+    TestApp::answer(response).await
+}
+
+async fn send_owned(app: &TestApp, phone: String) -> Answer {
+    app.send_code(&phone).await
+}
+
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let response = app.api.get(format!("{}/metrics", app.address)).send().await;
+    let text = response.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+async fn a_block_is_counted_and_logged_once(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let (app, _db) = spawn_app_with(backend, guarded(2, 1000)).await;
+    let blocks_before = metric(&app, r#"fraud_blocks_total{scope="prefix"}"#).await;
+    let refusals_before = metric(&app, r#"fraud_refusals_total{scope="prefix"}"#).await;
+
+    let statuses = join_all((0..12).map(|n| send_owned(&app, number(PREFIX, n)))).await;
+
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|a| a.status == StatusCode::OK)
+            .count(),
+        2
+    );
+    let blocks_after = metric(&app, r#"fraud_blocks_total{scope="prefix"}"#).await;
+    let refusals_after = metric(&app, r#"fraud_refusals_total{scope="prefix"}"#).await;
+    assert_eq!(blocks_after - blocks_before, 1.0);
+    assert_eq!(refusals_after - refusals_before, 10.0);
+}
