@@ -161,7 +161,7 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
     let flow_lines: Vec<&str> = logs
         .lines()
         .filter(|l| {
-            l.contains(r#""target":"phone_verify::verification""#)
+            l.contains(r#""target":"phone_verify::verification"#)
                 || l.contains(r#""target":"phone_verify::sms::"#)
         })
         .collect();

@@ -4,6 +4,7 @@
 //! serialize on that row. The send statements are in `send`.
 
 mod send;
+mod send_sqlite;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,115 @@
+//! The fraud guard's Postgres CTEs: its half of the send statement (the decision per scope) and of
+//! the check statement (an approval's move from unverified to verified). SQLite runs the same
+//! decision as one upsert per scope (`super::SQLITE_FRAUD`).
+
+// Postgres: the fraud guard's CTEs, first in the send statement. `locked` takes the number's row
+// lock before the scopes' (an approval holds it while it updates them: same order, no deadlock).
+// Each scope's upsert decides from the row it holds locked: U and V are the sums over the live
+// slots ($20 the current slot, $22 the ring size); over = U >= max(floor, ratio x V); it counts
+// the send (in monitor mode always) unless enforce mode refuses, and the first send over the
+// limit blocks the scope until $26. The country is only reached when the prefix counted the
+// send; `fraud_ok` says whether both did. $18: 0 not counted, 1 monitor, 2 enforce.
+pub(in crate::storage) const PG_FRAUD: &str = r#"
+with locked as (
+    select 1 from verification where phone_number = $1 and $18 > 0 for update
+), fraud_prefix as (
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    select 'prefix', $19,
+        array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
+        array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
+        array_fill(0, array[$22]), 1, $6
+    where $18 > 0 and (select count(*) from locked) >= 0
+    on conflict (scope, key) do update set
+        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
+         block_verified, updated_at) =
+        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+                     else f.slots end,
+                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                     else f.unverified end,
+                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                     else f.verified end,
+                case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
+                    + case when d.blocked or d.over then 4 else 0 end,
+                case when d.blocks then $6 else f.blocked_at end,
+                case when d.blocks then $26 else f.blocked_until end,
+                case when d.blocks then d.u else f.block_unverified end,
+                case when d.blocks then d.v else f.block_verified end,
+                $6
+         from (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
+                      (w.over and not w.blocked) as blocks
+               from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
+                            s.u >= greatest($23::float8, $25 * s.v) as over
+                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
+                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
+                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
+                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
+                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+    returning outcome, block_unverified, block_verified
+), fraud_country as (
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    select 'country', $15,
+        array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
+        array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
+        array_fill(0, array[$22]), 1, $6
+    where $18 > 0 and exists (select 1 from fraud_prefix where outcome & 1 = 1)
+    on conflict (scope, key) do update set
+        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
+         block_verified, updated_at) =
+        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+                     else f.slots end,
+                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                     else f.unverified end,
+                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                     else f.verified end,
+                case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
+                    + case when d.blocked or d.over then 4 else 0 end,
+                case when d.blocks then $6 else f.blocked_at end,
+                case when d.blocks then $26 else f.blocked_until end,
+                case when d.blocks then d.u else f.block_unverified end,
+                case when d.blocks then d.v else f.block_verified end,
+                $6
+         from (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
+                      (w.over and not w.blocked) as blocks
+               from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
+                            s.u >= greatest($24::float8, $25 * s.v) as over
+                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
+                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
+                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
+                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
+                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+    returning outcome, block_unverified, block_verified
+), fraud_ok as (
+    select $18 = 0 or exists (select 1 from fraud_country where outcome & 1 = 1) as ok
+)"#;
+
+// The final select's fraud columns (after the send's own three).
+pub(in crate::storage) const PG_FRAUD_COLUMNS: &str = r#",
+    (select outcome from fraud_prefix), (select block_unverified from fraud_prefix),
+    (select block_verified from fraud_prefix), (select outcome from fraud_country),
+    (select block_unverified from fraud_country), (select block_verified from fraud_country)
+"#;
+
+// Postgres: the approval's half of ADJUST, inside the check statement (after PG_CHECK_RECORDS'
+// own CTEs): the approved send's slot comes from the number's row; prefix ($5) before country
+// ($6), the order the sends lock them in. $7 is the ring size.
+pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
+, approved_slot as (
+    select c.fraud_slot as slot, (c.fraud_slot % $7 + 1)::int as i from checked c
+    where c.approved and c.fraud_slot is not null
+), converted_prefix as (
+    update fraud_scope f set
+        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
+        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        updated_at = $3
+    from approved_slot p
+    where f.scope = 'prefix' and f.key = $5 and f.slots[p.i] = p.slot
+    returning 1
+), converted_country as (
+    update fraud_scope f set
+        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
+        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        updated_at = $3
+    from approved_slot p
+    where f.scope = 'country' and f.key = $6 and f.slots[p.i] = p.slot
+      and (select count(*) from converted_prefix) >= 0
+)"#;
