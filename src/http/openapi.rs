@@ -23,6 +23,7 @@ use super::AppState;
         super::lookups::verifications_of_number,
         super::lookups::stats,
         super::webhooks::twilio_status,
+        super::webhooks::gateway_status,
         super::health::health,
         super::health::ready,
         super::health::metrics,

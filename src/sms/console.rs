@@ -3,7 +3,7 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
+use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
 use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Nothing goes further than the log: there will be no delivery report.
@@ -34,6 +34,7 @@ impl SmsSender for ConsoleSender {
         &'a self,
         to: &'a PhoneNumber,
         code: Option<&'a VerificationCode>,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             let code = code.ok_or_else(missing_code)?;
@@ -52,9 +53,15 @@ impl SmsSender for ConsoleSender {
         &'a self,
         to: &'a PhoneNumber,
         body: &'a str,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
-            tracing::info!(to = %to.masked(), chars = body.chars().count(), "console SMS provider: message not sent");
+            // The text is what a developer needs to see, exactly as it would have gone out.
+            tracing::info!(
+                to = %to.masked(),
+                body,
+                "console SMS provider: message not sent, its text is here"
+            );
             Ok(SENT)
         }
         .boxed()

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use gate::Gate;
 
 pub use error::StorageError;
-pub use messages::{NewMessage, StatusChange};
+pub use messages::{FailoverAttempt, NewMessage, StatusChange};
 pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, NewSend,
     Reservation, SendKind, SendOutcome, window_start,

@@ -94,7 +94,7 @@ impl Verifier {
                 }
                 AttemptOutcome::Refused(_) => return Err(Error::VerificationNotFound),
             };
-        let verdict = self.sms.check_code(phone, code).await;
+        let verdict = self.sms.primary().check_code(phone, code).await;
         let finish = |result| {
             self.storage
                 .finish_attempt(phone, verification_id, result, self.now(), max)
