@@ -67,3 +67,51 @@ impl SmsSender for ConsoleSender {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_custom_message_is_printed_whole_with_the_number_masked() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let phone = PhoneNumber::parse("+12125551234").unwrap();
+        let context = SendContext {
+            message_id: uuid::Uuid::nil(),
+            verification_id: None,
+        };
+        let sender = ConsoleSender::new("{code}".into());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sent = tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(sender.send_message(&phone, "Your parcel is at the door", &context))
+        });
+
+        assert_eq!(sent, Ok(SENT));
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("Your parcel is at the door"), "{logs}");
+        assert!(logs.contains(&phone.masked().to_string()), "{logs}");
+        assert!(!logs.contains("2125551234"), "{logs}");
+    }
+}
