@@ -137,10 +137,9 @@ impl Verifier {
                     verification_id: Some(task_reservation.verification_id),
                 };
                 let result = this.send_with_failover(&this.sms, &phone_owned, &outgoing, first).await;
-                if let Err((e, last_message_id)) = &result {
+                if let Err((_, last_message_id)) = &result {
                     // Every provider failed (or refused): the code never went, so the send stops
                     // counting and the code, as carried by the last attempt, is void.
-                    tracing::warn!(phone = %phone_owned.masked(), error = %e, "SMS send failed");
                     let release = Reservation {
                         send_id: *last_message_id,
                         ..task_reservation
@@ -239,6 +238,7 @@ impl Verifier {
                 Err(e) => e,
             };
             let Some(next) = senders.next_after(index, &error) else {
+                tracing::warn!(phone = %phone.masked(), provider = sender.name(), error = %error, "SMS send failed");
                 return Err((error.into(), context.message_id));
             };
             tracing::warn!(
