@@ -41,10 +41,13 @@ cleanup() {
     rm -rf "$scratch"
 }
 # The per-IP limits would turn most of the fuzzing into 429s (all requests come from 127.0.0.1);
-# they have their own tests. Everything else runs with its defaults, on the console provider.
+# they have their own tests. Everything else runs with its defaults, on the console provider; the
+# webhook provider is listed after it (console never fails, so nothing reaches its closed port) so
+# that /webhooks/sms/status is mounted and fuzzed too.
 env BIND_ADDR="127.0.0.1:$port" \
     DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
-    SMS_PROVIDER=console \
+    SMS_PROVIDER=console,webhook \
+    SMS_WEBHOOK_URL=http://127.0.0.1:9/sms SMS_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
     INTERNAL_API_TOKEN="$token" \
     TWILIO_ACCOUNT_SID=ACschemathesis TWILIO_AUTH_TOKEN=schemathesis-token PUBLIC_BASE_URL=https://verify.example.com \
     RATE_LIMIT_PER_IP_PER_MINUTE=0 \

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::{PhoneNumber, VerificationCode};
-use crate::sms::SmsError;
+use crate::sms::{SendContext, SmsError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,14 +50,19 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
             return 2;
         }
     };
-    let sender = &providers.codes;
+    // The first provider: the one every send tries first (a list's others only take over from it).
+    let sender = providers.codes.primary();
     println!("provider: {}", sender.name());
     println!("to:       {}", phone.masked());
     let code = VerificationCode::generate(config.verification.code_length);
+    let context = SendContext {
+        message_id: uuid::Uuid::new_v4(),
+        verification_id: None,
+    };
     let result = if sender.checks_codes() {
-        sender.send_code(&phone, None).await
+        sender.send_code(&phone, None, &context).await
     } else {
-        sender.send_code(&phone, Some(&code)).await
+        sender.send_code(&phone, Some(&code), &context).await
     };
     match result {
         Ok(sent) => {

@@ -69,20 +69,23 @@ impl Application {
         // network, go on here: start-up takes the longest of the three, not their sum.
         let warm_up = tokio::task::spawn_blocking(PhoneNumber::warm_up);
         let twilio_webhook = twilio_webhook(&http_settings, &sms_settings);
+        let sms_webhook = sms_settings
+            .webhook_provider()
+            .map(|hook| Arc::new(hook.secret.clone()));
         let status_callback = http_settings.twilio_status_callback();
         let providers =
             tokio::task::spawn_blocking(move || sms_settings.providers(status_callback));
         let storage = database.connect().await?;
         let providers = providers.await??;
         warm_up.await?;
-        let sender = providers.codes.clone();
+        let senders = providers.codes.clone();
         tracing::info!(
-            provider = sender.name(),
+            provider = %senders.names(),
             storage = storage.backend(),
             env = ?app_env,
             "SMS provider selected"
         );
-        if app_env == AppEnv::Development && sender.name() == "console" {
+        if app_env == AppEnv::Development && senders.name() == "console" {
             tracing::info!("console provider: codes are written to this log instead of being sent");
         }
 
@@ -100,7 +103,7 @@ impl Application {
         );
         let verifier = Verifier::new(
             storage.clone(),
-            sender,
+            senders,
             clock,
             CodeHasher::new(verification.code_hash_key()),
             verification,
@@ -119,6 +122,7 @@ impl Application {
             tokens: token.signer().map(Arc::new),
             retention: database.retention,
             twilio_webhook,
+            sms_webhook,
         };
         let router = http::router(state);
         tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "listening");

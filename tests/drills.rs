@@ -1,11 +1,15 @@
-//! Fault drills: the database going away under load, Twilio slow or down, SIGTERM under load, and a
-//! soak of full flows.
+//! Fault drills: the database going away under load, Twilio slow or down (alone, and failing over to
+//! the webhook provider), SIGTERM under load, and a soak of full flows.
 //! Each database drill runs its own Postgres cluster (initdb + pg_ctl on a free port), never the
 //! shared server. Its own test binary: these start processes and clusters.
 
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+
+#[path = "api/gateway.rs"]
+#[allow(dead_code)]
+mod gateway;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -376,6 +380,60 @@ async fn a_slow_or_dead_twilio_blocks_no_verify_and_leaks_nothing() {
     assert!(sessions <= 20, "{sessions} sessions for two pools of 10");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_twilio_under_load_fails_over_to_the_webhook_within_twilios_budget() {
+    const SENDS: usize = 80;
+    const TWILIO_TIMEOUT_MS: u64 = 2000;
+    let _timed = ONE_AT_A_TIME.read().await;
+    let pg = PrivatePostgres::start();
+    let db = pg.database();
+    let gateway = gateway::FakeGateway::start().await;
+    // Nothing listens on Twilio's port: every connection is refused.
+    let dead = free_port();
+    let options = gateway
+        .options()
+        .var("SMS_PROVIDER", "twilio-messaging,webhook")
+        .var("TWILIO_API_BASE_URL", format!("http://127.0.0.1:{dead}"))
+        .var("TWILIO_TIMEOUT_MS", TWILIO_TIMEOUT_MS);
+    let app = spawn_on(&db, options).await;
+
+    let phones: Vec<String> = (0..SENDS)
+        .map(|i| format!("+1212555{:04}", 6000 + i))
+        .collect();
+    let answers = join_all(phones.iter().map(|phone| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let answer = app.send_code(phone).await;
+            (answer, started.elapsed())
+        }
+    }))
+    .await;
+
+    for (answer, _) in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+    let mut took: Vec<Duration> = answers.iter().map(|(_, t)| *t).collect();
+    took.sort();
+    let p99 = took[(took.len() * 99).div_ceil(100) - 1];
+    // A refused connection costs far less than one Twilio timeout: failover must not wait one out.
+    assert!(
+        p99 < Duration::from_millis(TWILIO_TIMEOUT_MS),
+        "p99 {p99:?} over the {TWILIO_TIMEOUT_MS} ms Twilio budget"
+    );
+    let received = gateway.received().await;
+    assert_eq!(
+        received.len(),
+        SENDS,
+        "one request per SMS, all through the webhook"
+    );
+    assert!(received.iter().all(|r| r.signed));
+    for phone in &phones {
+        let code = gateway.last_code_for(phone).await;
+        assert_eq!(app.verify(phone, &code).await.status, StatusCode::OK);
+    }
+}
+
 /// The real binary, as an operator runs it.
 struct Process {
     child: std::process::Child,
@@ -669,6 +727,39 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("SMS_PROVIDER"), "{stderr}");
+
+    // Failover lists and the webhook's secret: refused before anything starts, one line each.
+    for (vars, variable) in [
+        (
+            &[("SMS_PROVIDER", "twilio-verify,webhook")][..],
+            "SMS_PROVIDER",
+        ),
+        (&[("SMS_PROVIDER", "console,console")][..], "SMS_PROVIDER"),
+        (
+            &[
+                ("SMS_PROVIDER", "webhook"),
+                ("SMS_WEBHOOK_URL", "http://127.0.0.1:9/sms"),
+            ][..],
+            "SMS_WEBHOOK_SECRET",
+        ),
+        (
+            &[
+                ("SMS_WEBHOOK_URL", "http://127.0.0.1:9/sms"),
+                ("SMS_WEBHOOK_SECRET", "whsec_c2hvcnQ="),
+            ][..],
+            "SMS_WEBHOOK_SECRET",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{vars:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(variable), "{vars:?}: {stderr}");
+    }
 }
 
 /// Keeps the code of every SMS by its `To` number: the fake Twilio of the soak. (wiremock's own

@@ -6,6 +6,10 @@
 #[allow(dead_code)]
 mod helpers;
 
+#[path = "api/gateway.rs"]
+#[allow(dead_code)]
+mod gateway;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -114,7 +118,22 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
     assert_eq!(verified.status, 200);
     secrets_in_answers.push(verified.body["token"].as_str().unwrap().to_string());
 
+    // The webhook provider, failing over from a Twilio outage: its secret never shows.
+    let gateway = gateway::FakeGateway::start().await;
+    let options = gateway
+        .options()
+        .var("SMS_PROVIDER", "twilio-messaging,webhook")
+        .var("TWILIO_API_BASE_URL", "http://127.0.0.1:9");
+    let (hook_app, _db3) = spawn_app_with(Backend::Sqlite, options).await;
+    assert_eq!(hook_app.send_code("+33612345678").await.status, 200);
+    secrets_in_answers.push(gateway.last_code_for("+33612345678").await);
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let webhook_key = gateway::GATEWAY_SECRET.trim_start_matches("whsec_");
+    assert!(
+        !logs.contains(webhook_key),
+        "the webhook secret is in the logs"
+    );
     assert!(
         logs.lines().count() > 30,
         "too little was logged to prove anything:\n{logs}"
@@ -161,6 +180,7 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
     let flow_lines: Vec<&str> = logs
         .lines()
         .filter(|l| {
+            // The flow's modules (`verification::send`, `verification::check`) and the providers.
             l.contains(r#""target":"phone_verify::verification"#)
                 || l.contains(r#""target":"phone_verify::sms::"#)
         })

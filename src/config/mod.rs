@@ -77,10 +77,10 @@ impl Config {
         if self.app_env != AppEnv::Production {
             return Ok(());
         }
-        if self.sms.provider == SmsProviderKind::Console {
+        if self.sms.chain.contains(&SmsProviderKind::Console) {
             return Err(ConfigError::new(
                 "SMS_PROVIDER",
-                "the console provider only logs codes; APP_ENV=production needs a Twilio provider",
+                "the console provider only logs codes; APP_ENV=production needs a Twilio or webhook provider",
             ));
         }
         let verification = &self.verification;
@@ -130,7 +130,7 @@ pub(crate) mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.http.bind_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.database.url, "sqlite://data/phone-verify.db");
-        assert_eq!(c.sms.provider, SmsProviderKind::Console);
+        assert_eq!(c.sms.chain, [SmsProviderKind::Console]);
         let v = &c.verification;
         assert_eq!(v.code_length, 6);
         assert_eq!(v.code_ttl, Duration::from_secs(600));
@@ -181,7 +181,7 @@ pub(crate) mod tests {
         let mut ok = twilio.to_vec();
         ok.push(("CODE_HASH_SECRET", "0123456789abcdef0123456789abcdef"));
         let c = config(&ok).unwrap();
-        assert_eq!(c.sms.provider, SmsProviderKind::TwilioMessaging);
+        assert_eq!(c.sms.chain, [SmsProviderKind::TwilioMessaging]);
     }
 
     #[test]

@@ -115,15 +115,15 @@ pub async fn send_sms(
         .messages
         .as_ref()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("no sender for free-text messages")))?;
-    let (message_id, sent) = state
+    let sent = state
         .verifier
         .send_message(sender, &phone, &body.message)
         .await?;
-    tracing::info!(phone = %phone.masked(), provider = sender.name(), "custom SMS sent");
+    tracing::info!(phone = %phone.masked(), provider = sent.provider, "custom SMS sent");
     Ok(AppJson(SendSmsResponse {
         status: "sent".into(),
         phone_number: phone.to_string(),
-        message_id,
-        provider_message_id: sent.provider_message_id,
+        message_id: sent.message_id,
+        provider_message_id: sent.sent.provider_message_id,
     }))
 }

@@ -28,7 +28,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::Error;
-use crate::sms::SmsSender;
+use crate::signature::standard_webhooks::WebhookSecret;
+use crate::sms::Failover;
 use crate::storage::Storage;
 use crate::token::TokenSigner;
 use crate::verification::Verifier;
@@ -44,12 +45,14 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Signs verify answers when `VERIFICATION_TOKEN_SECRET` is set.
     pub tokens: Option<Arc<TokenSigner>>,
-    /// Sender for free-text messages (`POST /api/sms/send`).
-    pub messages: Option<Arc<dyn SmsSender>>,
+    /// Senders for free-text messages (`POST /api/sms/send`), in failover order.
+    pub messages: Option<Failover>,
     /// `DATA_RETENTION_HOURS`: how far back the by-number lookup reaches.
     pub retention: std::time::Duration,
     /// Checks Twilio's status callbacks; set with `PUBLIC_BASE_URL` and Twilio credentials.
     pub twilio_webhook: Option<Arc<webhooks::TwilioWebhook>>,
+    /// Checks our gateway's status reports; set when the webhook is one of the providers.
+    pub sms_webhook: Option<Arc<WebhookSecret>>,
 }
 
 /// The largest request body the API accepts.
@@ -139,6 +142,9 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new().merge(api);
     if state.twilio_webhook.is_some() {
         app = app.merge(webhooks::router());
+    }
+    if state.sms_webhook.is_some() {
+        app = app.merge(webhooks::gateway_router());
     }
     app.merge(health::router())
         .merge(openapi::router())

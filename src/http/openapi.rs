@@ -25,6 +25,7 @@ use super::AppState;
         super::fraud_blocks::blocks,
         super::fraud_blocks::lift,
         super::webhooks::twilio_status,
+        super::webhooks::gateway_status,
         super::health::health,
         super::health::ready,
         super::health::metrics,

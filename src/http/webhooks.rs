@@ -1,4 +1,5 @@
-//! `POST /webhooks/twilio/status`: Twilio's delivery reports, signed with the account's auth token.
+//! `POST /webhooks/twilio/status`: Twilio's delivery reports, signed with the account's auth token;
+//! `POST /webhooks/sms/status`: our gateway's, signed per Standard Webhooks.
 //!
 //! Not under `/api/`: Twilio calls from many addresses, so the per-IP request rate does not apply.
 //! What keeps a flood of forged reports cheap is the order: the signature is checked before any
@@ -11,21 +12,31 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::AppState;
 use super::problem::Problem;
 use crate::domain::MessageStatus;
 use crate::error::Error;
 use crate::signature;
+use crate::signature::standard_webhooks;
 
 /// Where Twilio posts status callbacks; `PUBLIC_BASE_URL` followed by this is the `StatusCallback`.
 pub const TWILIO_STATUS_PATH: &str = "/webhooks/twilio/status";
+
+/// Where the webhook provider's gateway posts delivery reports.
+pub const GATEWAY_STATUS_PATH: &str = "/webhooks/sms/status";
 
 /// Twilio's callbacks are a few dozen form fields; the API's 4 KiB is too tight for some of them.
 pub const MAX_WEBHOOK_BODY_BYTES: usize = 16 * 1024;
 
 /// The provider whose records Twilio's callbacks update: only the Messaging sender asks for them.
 const PROVIDER: &str = "twilio-messaging";
+
+/// The provider whose records the gateway's reports update.
+const GATEWAY_PROVIDER: &str = "webhook";
 
 const X_TWILIO_SIGNATURE: &str = "x-twilio-signature";
 
@@ -41,6 +52,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route(
         TWILIO_STATUS_PATH,
         post(twilio_status).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES)),
+    )
+}
+
+/// Mounted only when the webhook is one of the providers; otherwise a plain 404.
+pub fn gateway_router() -> Router<AppState> {
+    Router::new().route(
+        GATEWAY_STATUS_PATH,
+        post(gateway_status).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES)),
     )
 }
 
@@ -67,15 +86,7 @@ pub async fn twilio_status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, Error> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge {
-                limit: MAX_WEBHOOK_BODY_BYTES,
-            }
-        } else {
-            Error::InvalidRequest("The request body could not be read.".into())
-        }
-    })?;
+    let body = read_body(body)?;
     let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let Some(hook) = state.twilio_webhook.as_deref() else {
         return Err(Error::RouteNotFound);
@@ -119,6 +130,112 @@ pub async fn twilio_status(
     let change = state
         .storage
         .report_status(PROVIDER, sid, status, error_code, state.verifier.now())
+        .await?;
+    if let Some(change) = change {
+        crate::metrics::message_status(&change);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit: MAX_WEBHOOK_BODY_BYTES,
+            }
+        } else {
+            Error::InvalidRequest("The request body could not be read.".into())
+        }
+    })
+}
+
+/// What the gateway reports about one message.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GatewayStatusReport {
+    /// Our `message_id`, as sent in the provider's request (and its `webhook-id`).
+    pub message_id: String,
+    /// `delivered`, `undelivered` or `failed`.
+    #[schema(example = "delivered")]
+    pub status: String,
+    /// The gateway's or carrier's error code, if any.
+    pub error_code: Option<String>,
+}
+
+/// A delivery report from the SMS gateway behind the webhook provider.
+#[utoipa::path(
+    post,
+    path = "/webhooks/sms/status",
+    tag = "webhooks",
+    request_body(content = GatewayStatusReport, content_type = "application/json"),
+    params(
+        ("webhook-id" = String, Header, description = "Any id of this report"),
+        ("webhook-timestamp" = String, Header, description = "Unix seconds; more than 5 minutes off is refused"),
+        ("webhook-signature" = String, Header, description = "`v1,` + base64(HMAC-SHA256(key of SMS_WEBHOOK_SECRET, id.timestamp.body))"),
+    ),
+    responses(
+        (status = 204, description = "Taken (also for an unknown message_id, which is ignored, and for a status that does not move forward)"),
+        (status = 403, description = "`invalid_signature`: missing or wrong signature, or a stale timestamp", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the webhook is not one of the SMS providers", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: signed, but not a report (fields, or a status other than delivered, undelivered, failed)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn gateway_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, Error> {
+    let body = read_body(body)?;
+    let Some(secret) = state.sms_webhook.as_deref() else {
+        return Err(Error::RouteNotFound);
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signature)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return Err(Error::InvalidSignature);
+    };
+    // The sender stamped the report with its wall clock, so it is checked against ours, not the
+    // service's clock (which tests may move).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    standard_webhooks::verify(secret, id, timestamp, signature, &body, now)
+        .map_err(|_| Error::InvalidSignature)?;
+
+    let report: GatewayStatusReport = serde_json::from_slice(&body).map_err(|_| {
+        Error::InvalidRequest(
+            "A report is JSON with `message_id`, `status` and optionally `error_code`.".into(),
+        )
+    })?;
+    let status = match report.status.as_str() {
+        "delivered" => MessageStatus::Delivered,
+        "undelivered" => MessageStatus::Undelivered,
+        "failed" => MessageStatus::Failed,
+        _ => {
+            return Err(Error::InvalidRequest(
+                "`status` is `delivered`, `undelivered` or `failed`.".into(),
+            ));
+        }
+    };
+    // Not one of our ids cannot be one of our messages: ignored like any unknown one.
+    let Ok(message_id) = Uuid::parse_str(&report.message_id) else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let error_code = report.error_code.as_deref().filter(|c| !c.is_empty());
+    let change = state
+        .storage
+        .report_status_by_id(
+            message_id,
+            GATEWAY_PROVIDER,
+            status,
+            error_code,
+            state.verifier.now(),
+        )
         .await?;
     if let Some(change) = change {
         crate::metrics::message_status(&change);

@@ -3,7 +3,7 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
+use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
 use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Nothing goes further than the log: there will be no delivery report.
@@ -34,6 +34,7 @@ impl SmsSender for ConsoleSender {
         &'a self,
         to: &'a PhoneNumber,
         code: Option<&'a VerificationCode>,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             let code = code.ok_or_else(missing_code)?;
@@ -52,11 +53,65 @@ impl SmsSender for ConsoleSender {
         &'a self,
         to: &'a PhoneNumber,
         body: &'a str,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
-            tracing::info!(to = %to.masked(), chars = body.chars().count(), "console SMS provider: message not sent");
+            // The text is what a developer needs to see, exactly as it would have gone out.
+            tracing::info!(
+                to = %to.masked(),
+                body,
+                "console SMS provider: message not sent, its text is here"
+            );
             Ok(SENT)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_custom_message_is_printed_whole_with_the_number_masked() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let phone = PhoneNumber::parse("+12125551234").unwrap();
+        let context = SendContext {
+            message_id: uuid::Uuid::nil(),
+            verification_id: None,
+        };
+        let sender = ConsoleSender::new("{code}".into());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sent = tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(sender.send_message(&phone, "Your parcel is at the door", &context))
+        });
+
+        assert_eq!(sent, Ok(SENT));
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("Your parcel is at the door"), "{logs}");
+        assert!(logs.contains(&phone.masked().to_string()), "{logs}");
+        assert!(!logs.contains("2125551234"), "{logs}");
     }
 }

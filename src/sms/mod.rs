@@ -1,21 +1,36 @@
 //! Sending SMS: one trait, one implementation per provider.
 
 mod console;
+mod failover;
 mod settings;
 mod twilio;
 mod twilio_messaging;
 mod twilio_verify;
+mod webhook;
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 pub use console::ConsoleSender;
+pub use failover::Failover;
 pub use settings::{Providers, SmsProviderKind, SmsSettings, TwilioSettings};
 pub use twilio_messaging::TwilioMessagingSender;
 pub use twilio_verify::TwilioVerifySender;
+pub use webhook::{WebhookSender, WebhookSettings};
+
+/// Our ids for the message being sent, for providers that pass them on (the webhook's
+/// `message_id`, also its `webhook-id`, and `verification_id`): the verifier makes them, so the
+/// message record, the gateway and its status reports all name the same message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendContext {
+    pub message_id: Uuid,
+    /// `None` for a custom SMS.
+    pub verification_id: Option<Uuid>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
@@ -79,6 +94,13 @@ impl SmsError {
             SmsError::Unavailable { .. } => None,
         }
     }
+
+    /// Whether the send may be made on the next provider: only when this one never took it. A
+    /// refusal is a verdict (on the number, the message, our account) that another provider would
+    /// either repeat or contradict with a second SMS.
+    pub fn fails_over(&self) -> bool {
+        matches!(self, SmsError::Unavailable { .. })
+    }
 }
 
 pub trait SmsSender: Send + Sync + 'static {
@@ -96,6 +118,7 @@ pub trait SmsSender: Send + Sync + 'static {
         &'a self,
         to: &'a PhoneNumber,
         code: Option<&'a VerificationCode>,
+        context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>>;
 
     /// Asks the provider whether `code` is right. Only for providers that `checks_codes()`.
@@ -117,6 +140,7 @@ pub trait SmsSender: Send + Sync + 'static {
         &'a self,
         to: &'a PhoneNumber,
         body: &'a str,
+        context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>>;
 }
 

@@ -1,4 +1,5 @@
-//! The SMS settings (`SMS_PROVIDER`, `SMS_TEMPLATE`, `TWILIO_*`) and the providers they build.
+//! The SMS settings (`SMS_PROVIDER`, `SMS_TEMPLATE`, `TWILIO_*`, `SMS_WEBHOOK_*`) and the
+//! providers they build.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +8,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::twilio::TwilioClient;
-use super::{ConsoleSender, SmsSender, TwilioMessagingSender, TwilioVerifySender};
+use super::{
+    ConsoleSender, Failover, SmsSender, TwilioMessagingSender, TwilioVerifySender, WebhookSender,
+    WebhookSettings,
+};
 use crate::config::{ConfigError, Vars};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,22 +19,37 @@ pub enum SmsProviderKind {
     Console,
     TwilioVerify,
     TwilioMessaging,
+    Webhook,
 }
 
 impl SmsProviderKind {
+    const ALL: [SmsProviderKind; 4] = [
+        Self::Console,
+        Self::TwilioVerify,
+        Self::TwilioMessaging,
+        Self::Webhook,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Console => "console",
             Self::TwilioVerify => "twilio-verify",
             Self::TwilioMessaging => "twilio-messaging",
+            Self::Webhook => "webhook",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct SmsSettings {
-    pub provider: SmsProviderKind,
+    /// The code-sending providers in failover order: never empty, and `twilio-verify` only alone.
+    pub chain: Vec<SmsProviderKind>,
     pub twilio: Option<TwilioSettings>,
+    pub webhook: Option<WebhookSettings>,
     /// Body of the code SMS that this service writes; contains `{code}`.
     pub template: String,
 }
@@ -69,119 +88,199 @@ impl fmt::Debug for TwilioSettings {
     }
 }
 
-/// The configured providers: one for codes, one for free-text messages (the internal endpoint).
+/// The configured providers: those for codes, those for free-text messages (the internal
+/// endpoint), each in failover order.
 #[derive(Clone)]
 pub struct Providers {
-    pub codes: Arc<dyn SmsSender>,
-    /// `None` with the Verify provider and no `TWILIO_PHONE_NUMBER`.
-    pub messages: Option<Arc<dyn SmsSender>>,
+    pub codes: Failover,
+    /// The code providers that can send text; with Verify alone, Messaging if `TWILIO_PHONE_NUMBER`
+    /// is set, else `None`.
+    pub messages: Option<Failover>,
 }
 
 impl SmsSettings {
     pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
         let twilio = TwilioSettings::from_vars(vars)?;
-        let provider = match vars.choice(
-            "SMS_PROVIDER",
-            &[
-                ("auto", None),
-                ("console", Some(SmsProviderKind::Console)),
-                ("twilio-verify", Some(SmsProviderKind::TwilioVerify)),
-                ("twilio-messaging", Some(SmsProviderKind::TwilioMessaging)),
-            ],
-        )? {
-            Some(Some(kind)) => kind,
-            None | Some(None) => match &twilio {
-                Some(t) if t.verify_service_sid.is_some() => SmsProviderKind::TwilioVerify,
-                Some(t) if t.phone_number.is_some() => SmsProviderKind::TwilioMessaging,
+        let webhook = WebhookSettings::from_vars(vars)?;
+        let chain = match provider_list(vars)? {
+            Some(list) => list,
+            None => vec![match (&twilio, &webhook) {
+                (Some(t), _) if t.verify_service_sid.is_some() => SmsProviderKind::TwilioVerify,
+                (Some(t), _) if t.phone_number.is_some() => SmsProviderKind::TwilioMessaging,
+                (_, Some(_)) => SmsProviderKind::Webhook,
                 _ => SmsProviderKind::Console,
-            },
+            }],
         };
-        if provider != SmsProviderKind::Console {
-            let Some(t) = &twilio else {
-                let missing = if vars.string("TWILIO_ACCOUNT_SID").is_none() {
-                    "TWILIO_ACCOUNT_SID"
-                } else {
-                    "TWILIO_AUTH_TOKEN"
-                };
-                return Err(ConfigError::new(
-                    missing,
-                    format!("required by SMS_PROVIDER={}", provider.as_str()),
-                ));
-            };
-            let (needed, present) = match provider {
-                SmsProviderKind::TwilioVerify => {
-                    ("TWILIO_VERIFY_SERVICE_SID", t.verify_service_sid.is_some())
-                }
-                _ => ("TWILIO_PHONE_NUMBER", t.phone_number.is_some()),
-            };
-            if !present {
-                return Err(ConfigError::new(
-                    needed,
-                    format!("required by SMS_PROVIDER={}", provider.as_str()),
-                ));
-            }
+        for &provider in &chain {
+            check_requirements(vars, provider, twilio.as_ref(), webhook.is_some())?;
         }
         let template = vars.string_or("SMS_TEMPLATE", "Your verification code is {code}");
         if !template.contains("{code}") {
             return Err(ConfigError::new("SMS_TEMPLATE", "must contain `{code}`"));
         }
         Ok(Self {
-            provider,
+            chain,
             twilio,
+            webhook,
             template,
         })
     }
 
+    /// The first provider: the one every send tries first.
+    pub fn primary(&self) -> SmsProviderKind {
+        self.chain[0]
+    }
+
     /// Whether free-text messages (`POST /api/sms/send`) have a provider.
     pub fn sends_messages(&self) -> bool {
-        self.provider != SmsProviderKind::TwilioVerify
+        self.primary() != SmsProviderKind::TwilioVerify
             || self
                 .twilio
                 .as_ref()
                 .is_some_and(|t| t.phone_number.is_some())
     }
 
-    /// Builds the senders these settings ask for, sharing one HTTP client. With a `status_callback`
-    /// URL, the Messaging provider asks Twilio to report each message's delivery status there.
-    pub fn providers(&self, status_callback: Option<String>) -> anyhow::Result<Providers> {
-        if self.provider == SmsProviderKind::Console {
-            let console: Arc<dyn SmsSender> = Arc::new(ConsoleSender::new(self.template.clone()));
-            return Ok(Providers {
-                codes: console.clone(),
-                messages: Some(console),
-            });
-        }
-        let twilio = self
-            .twilio
+    /// The webhook provider's settings, when it is one of the providers: then its status reports
+    /// (`/webhooks/sms/status`) are taken.
+    pub fn webhook_provider(&self) -> Option<&WebhookSettings> {
+        self.webhook
             .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("Twilio credentials are missing"))?;
-        let client = TwilioClient::new(twilio)?;
-        let messaging: Option<Arc<dyn SmsSender>> = match &twilio.phone_number {
-            Some(from) => Some(Arc::new(TwilioMessagingSender::new(
+            .filter(|_| self.chain.contains(&SmsProviderKind::Webhook))
+    }
+
+    /// Builds the senders these settings ask for; the Twilio ones share one HTTP client. With a
+    /// `status_callback` URL, the Messaging provider asks Twilio to report each message's delivery
+    /// status there.
+    pub fn providers(&self, status_callback: Option<String>) -> anyhow::Result<Providers> {
+        let client = self.twilio.as_ref().map(TwilioClient::new).transpose()?;
+        let messaging: Option<Arc<dyn SmsSender>> = match (
+            &client,
+            self.twilio.as_ref().and_then(|t| t.phone_number.as_ref()),
+        ) {
+            (Some(client), Some(from)) => Some(Arc::new(TwilioMessagingSender::new(
                 client.clone(),
-                &twilio.api_base_url,
+                &self
+                    .twilio
+                    .as_ref()
+                    .expect("a client has settings")
+                    .api_base_url,
                 from.clone(),
                 self.template.clone(),
                 status_callback,
             ))),
-            None => None,
+            _ => None,
         };
-        let codes: Arc<dyn SmsSender> =
-            match (self.provider, &twilio.verify_service_sid) {
-                (SmsProviderKind::TwilioVerify, Some(service)) => Arc::new(
-                    TwilioVerifySender::new(client, &twilio.verify_base_url, service),
-                ),
-                (SmsProviderKind::TwilioVerify, None) => {
-                    anyhow::bail!("TWILIO_VERIFY_SERVICE_SID is not set")
-                }
-                _ => messaging
+        let mut codes: Vec<Arc<dyn SmsSender>> = Vec::new();
+        for &kind in &self.chain {
+            codes.push(match kind {
+                SmsProviderKind::Console => Arc::new(ConsoleSender::new(self.template.clone())),
+                SmsProviderKind::TwilioMessaging => messaging
                     .clone()
                     .ok_or_else(|| anyhow::anyhow!("TWILIO_PHONE_NUMBER is not set"))?,
+                SmsProviderKind::TwilioVerify => {
+                    let (Some(client), Some(twilio)) = (&client, &self.twilio) else {
+                        anyhow::bail!("Twilio credentials are missing");
+                    };
+                    let service = twilio
+                        .verify_service_sid
+                        .as_deref()
+                        .ok_or_else(|| anyhow::anyhow!("TWILIO_VERIFY_SERVICE_SID is not set"))?;
+                    Arc::new(TwilioVerifySender::new(
+                        client.clone(),
+                        &twilio.verify_base_url,
+                        service,
+                    ))
+                }
+                SmsProviderKind::Webhook => {
+                    let settings = self
+                        .webhook
+                        .as_ref()
+                        .ok_or_else(|| anyhow::anyhow!("SMS_WEBHOOK_URL is not set"))?;
+                    Arc::new(WebhookSender::new(settings, self.template.clone())?)
+                }
+            });
+        }
+        let codes = Failover::new(codes).ok_or_else(|| anyhow::anyhow!("no SMS provider"))?;
+        // Verify cannot send text and stands alone; any other list sends text the same way.
+        let messages = if codes.primary().checks_codes() {
+            messaging.map(Failover::single)
+        } else {
+            Some(codes.clone())
+        };
+        Ok(Providers { codes, messages })
+    }
+}
+
+/// `SMS_PROVIDER`: `None` for `auto` or unset, else the list, each name once. Verify makes and
+/// checks its own codes, so no other provider could take over a send of it.
+fn provider_list(vars: &Vars<'_>) -> Result<Option<Vec<SmsProviderKind>>, ConfigError> {
+    let names = vars.list("SMS_PROVIDER");
+    if names.is_empty() || names == ["auto"] {
+        return Ok(None);
+    }
+    let mut list = Vec::new();
+    for name in &names {
+        let kind = SmsProviderKind::parse(name).ok_or_else(|| {
+            ConfigError::new(
+                "SMS_PROVIDER",
+                format!(
+                    "expected `auto` or a comma-separated list of `console`, `twilio-verify`, \
+                     `twilio-messaging`, `webhook`; got `{name}`"
+                ),
+            )
+        })?;
+        if list.contains(&kind) {
+            return Err(ConfigError::new(
+                "SMS_PROVIDER",
+                format!("`{name}` is listed twice"),
+            ));
+        }
+        list.push(kind);
+    }
+    if list.len() > 1 && list.contains(&SmsProviderKind::TwilioVerify) {
+        return Err(ConfigError::new(
+            "SMS_PROVIDER",
+            "`twilio-verify` keeps its own codes and cannot be combined with other providers",
+        ));
+    }
+    Ok(Some(list))
+}
+
+/// What a listed provider needs, named by the first missing variable.
+fn check_requirements(
+    vars: &Vars<'_>,
+    provider: SmsProviderKind,
+    twilio: Option<&TwilioSettings>,
+    has_webhook: bool,
+) -> Result<(), ConfigError> {
+    let required = |name: &'static str| {
+        ConfigError::new(
+            name,
+            format!("required by SMS_PROVIDER={}", provider.as_str()),
+        )
+    };
+    match provider {
+        SmsProviderKind::Console => Ok(()),
+        SmsProviderKind::Webhook if has_webhook => Ok(()),
+        SmsProviderKind::Webhook => Err(required("SMS_WEBHOOK_URL")),
+        SmsProviderKind::TwilioVerify | SmsProviderKind::TwilioMessaging => {
+            let Some(t) = twilio else {
+                return Err(required(if vars.string("TWILIO_ACCOUNT_SID").is_none() {
+                    "TWILIO_ACCOUNT_SID"
+                } else {
+                    "TWILIO_AUTH_TOKEN"
+                }));
             };
-        Ok(Providers {
-            codes,
-            messages: messaging,
-        })
+            match provider {
+                SmsProviderKind::TwilioVerify if t.verify_service_sid.is_none() => {
+                    Err(required("TWILIO_VERIFY_SERVICE_SID"))
+                }
+                SmsProviderKind::TwilioMessaging if t.phone_number.is_none() => {
+                    Err(required("TWILIO_PHONE_NUMBER"))
+                }
+                _ => Ok(()),
+            }
+        }
     }
 }
 
@@ -266,26 +365,115 @@ mod tests {
 
     use super::SmsProviderKind;
 
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
     #[test]
-    fn auto_picks_verify_then_messaging_then_console() {
-        let base = [("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", "t")];
-        let mut verify = base.to_vec();
+    fn auto_picks_verify_then_messaging_then_webhook_then_console() {
+        let hook = [
+            ("SMS_WEBHOOK_URL", "http://gateway.local/sms"),
+            ("SMS_WEBHOOK_SECRET", SECRET),
+        ];
+        let mut base = vec![("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", "t")];
+        base.extend(hook);
+        let mut verify = base.clone();
         verify.push(("TWILIO_VERIFY_SERVICE_SID", "VA1"));
         verify.push(("TWILIO_PHONE_NUMBER", "+15017122661"));
         assert_eq!(
-            config(&verify).unwrap().sms.provider,
-            SmsProviderKind::TwilioVerify
+            config(&verify).unwrap().sms.chain,
+            [SmsProviderKind::TwilioVerify]
         );
-        let mut messaging = base.to_vec();
+        let mut messaging = base.clone();
         messaging.push(("TWILIO_PHONE_NUMBER", "+15017122661"));
         assert_eq!(
-            config(&messaging).unwrap().sms.provider,
-            SmsProviderKind::TwilioMessaging
+            config(&messaging).unwrap().sms.chain,
+            [SmsProviderKind::TwilioMessaging]
         );
+        assert_eq!(config(&base).unwrap().sms.chain, [SmsProviderKind::Webhook]);
+        for auto in [vec![], vec![("SMS_PROVIDER", "auto")]] {
+            assert_eq!(config(&auto).unwrap().sms.chain, [SmsProviderKind::Console]);
+        }
+    }
+
+    #[test]
+    fn a_list_is_the_failover_order() {
+        let c = config(&[
+            ("SMS_PROVIDER", "twilio-messaging, webhook"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_PHONE_NUMBER", "+15017122661"),
+            ("SMS_WEBHOOK_URL", "http://gateway.local/sms"),
+            ("SMS_WEBHOOK_SECRET", SECRET),
+        ])
+        .unwrap();
         assert_eq!(
-            config(&base).unwrap().sms.provider,
-            SmsProviderKind::Console
+            c.sms.chain,
+            [SmsProviderKind::TwilioMessaging, SmsProviderKind::Webhook]
         );
+        let hook = c.sms.webhook_provider().expect("the webhook is a provider");
+        assert_eq!(hook.max_retries, 2);
+        assert_eq!(hook.timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_lists_and_webhook_settings_name_their_variable() {
+        let hook = [
+            ("SMS_WEBHOOK_URL", "http://gateway.local/sms"),
+            ("SMS_WEBHOOK_SECRET", SECRET),
+        ];
+        let short = format!("whsec_{}", "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="); // 23 bytes
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![("SMS_PROVIDER", "webhook,webhook")], "SMS_PROVIDER"),
+            (vec![("SMS_PROVIDER", "console,pigeon")], "SMS_PROVIDER"),
+            (
+                vec![("SMS_PROVIDER", "twilio-verify,webhook")],
+                "SMS_PROVIDER",
+            ),
+            (
+                vec![("SMS_PROVIDER", "webhook,twilio-verify")],
+                "SMS_PROVIDER",
+            ),
+            (vec![("SMS_PROVIDER", "webhook")], "SMS_WEBHOOK_URL"),
+            (vec![("SMS_WEBHOOK_URL", "http://g/")], "SMS_WEBHOOK_SECRET"),
+            (
+                vec![
+                    ("SMS_WEBHOOK_URL", "http://g/"),
+                    ("SMS_WEBHOOK_SECRET", "secret"),
+                ],
+                "SMS_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("SMS_WEBHOOK_URL", "http://g/"),
+                    ("SMS_WEBHOOK_SECRET", &short),
+                ],
+                "SMS_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("SMS_WEBHOOK_URL", "ftp://g/"),
+                    ("SMS_WEBHOOK_SECRET", SECRET),
+                ],
+                "SMS_WEBHOOK_URL",
+            ),
+            (
+                [hook.as_slice(), &[("SMS_WEBHOOK_MAX_RETRIES", "11")]].concat(),
+                "SMS_WEBHOOK_MAX_RETRIES",
+            ),
+            (
+                [hook.as_slice(), &[("SMS_WEBHOOK_TIMEOUT_MS", "99")]].concat(),
+                "SMS_WEBHOOK_TIMEOUT_MS",
+            ),
+            (
+                [hook.as_slice(), &[("SMS_WEBHOOK_TIMEOUT_MS", "60001")]].concat(),
+                "SMS_WEBHOOK_TIMEOUT_MS",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let err = config(&vars).unwrap_err();
+            assert_eq!(err.variable, variable, "{vars:?}: {err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+            assert!(!err.to_string().contains("MfKQ9r8"), "no secret: {err}");
+        }
     }
 
     #[test]
@@ -316,7 +504,7 @@ mod tests {
             "MG0123456789abcdef0123456789ABCDEF",
         ] {
             let config = with_sender(good).unwrap_or_else(|e| panic!("{good}: {e}"));
-            assert_eq!(config.sms.provider, SmsProviderKind::TwilioMessaging);
+            assert_eq!(config.sms.chain, [SmsProviderKind::TwilioMessaging]);
         }
         for bad in [
             "15017122661",

@@ -5,7 +5,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::twilio::TwilioClient;
-use super::{SentMessage, SmsError, SmsSender, missing_code, render_template};
+use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
 use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Sends our own codes, and free text, through the Programmable Messaging API (`Messages.json`).
@@ -91,6 +91,7 @@ impl SmsSender for TwilioMessagingSender {
         &'a self,
         to: &'a PhoneNumber,
         code: Option<&'a VerificationCode>,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             let code = code.ok_or_else(missing_code)?;
@@ -104,6 +105,7 @@ impl SmsSender for TwilioMessagingSender {
         &'a self,
         to: &'a PhoneNumber,
         body: &'a str,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move { self.send_text(to, body).await }.boxed()
     }

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::twilio::TwilioClient;
-use super::{ProviderVerdict, SentMessage, SmsError, SmsSender};
+use super::{ProviderVerdict, SendContext, SentMessage, SmsError, SmsSender};
 use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
 
 /// Twilio Verify: Twilio makes the code, sends it, and checks it. Our own limits still apply on top.
@@ -46,6 +46,7 @@ impl SmsSender for TwilioVerifySender {
         &'a self,
         to: &'a PhoneNumber,
         _code: Option<&'a VerificationCode>,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             let form = [("To", to.as_ref()), ("Channel", "sms")];
@@ -103,6 +104,7 @@ impl SmsSender for TwilioVerifySender {
         &'a self,
         _to: &'a PhoneNumber,
         _body: &'a str,
+        _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         Box::pin(async {
             Err(SmsError::Rejected {

@@ -1,15 +1,15 @@
 //! The message table: one record per message handed to a provider, with a delivery status that
-//! only moves forward. Code messages are inserted by the send statement (`verifications::send`);
-//! custom SMS here.
+//! only moves forward. A code's first message is inserted by the send statement
+//! (`verifications::send`); custom SMS and the further attempts of a failover here.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Param, Sql, purge_sql};
+use super::db::{Param, Row, Sql, purge_sql};
 use super::{Storage, StorageError};
 use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
-/// A custom SMS about to be handed to a provider.
+/// A message about to be handed to a provider: a custom SMS, or a code's next failover attempt.
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
     pub message_id: Uuid,
@@ -17,6 +17,14 @@ pub struct NewMessage<'a> {
     pub channel: Channel,
     pub provider: &'static str,
     pub now: OffsetDateTime,
+}
+
+/// A code's next attempt, on the next provider: the verification it belongs to, and the message
+/// of the attempt before it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverAttempt {
+    pub verification_id: Uuid,
+    pub replaces: Uuid,
 }
 
 /// A status change that a report made (a duplicate or late report makes none).
@@ -37,6 +45,21 @@ insert into message (message_id, verification_id, phone_number, country, channel
                      is_code, created_at, status_updated_at)
 values ($1, null, $2, $3, $4, $5, 'sending', $6, $7, $7)
 "#,
+);
+
+const INSERT_CODE_MESSAGE: Sql = Sql::same(
+    r#"
+insert into message (message_id, verification_id, phone_number, country, channel, provider, status,
+                     is_code, created_at, status_updated_at)
+values ($1, $7, $2, $3, $4, $5, 'sending', true, $6, $6)
+"#,
+);
+
+// The code now travels in the new attempt, so an approval converts that message (approvals mark
+// the message named by current_send_id), and a release after the last attempt voids the code. Only
+// if no newer send replaced it meanwhile: that send's code is not ours to move or void.
+const MOVE_CURRENT_SEND: Sql = Sql::same(
+    "update verification set current_send_id = $2 where phone_number = $1 and current_send_id = $3",
 );
 
 // The never-moves-back rule as a condition of the update ($2 the new status): a higher rank only,
@@ -78,6 +101,19 @@ where provider = $1 and provider_message_id = $3"#,
     "returning message_id, verification_id, channel, accepted_at\n"
 ));
 
+// A report from our own gateway names our message id; the provider condition keeps it to the
+// webhook's messages.
+const REPORTED_BY_ID: Sql = Sql::same(concat!(
+    r#"
+update message set status = $2,
+    error_code = coalesce($4, error_code),
+    accepted_at = coalesce(accepted_at, $5),
+    status_updated_at = $5
+where message_id = $1 and provider = $3"#,
+    forward_only!(),
+    "returning message_id, verification_id, channel, accepted_at\n"
+));
+
 const PURGE: Sql = purge_sql!("message", "message_id", "created_at");
 
 impl Storage {
@@ -94,6 +130,33 @@ impl Storage {
             Param::Time(m.now),
         ];
         self.db.execute(INSERT_MESSAGE, &params).await.map(drop)
+    }
+
+    /// Records a code's next failover attempt before it goes out (`sending`), and makes it the
+    /// verification's current send. Two statements: a failover is rare, and the record alone, if
+    /// the second were lost, still shows the attempt.
+    pub async fn record_failover_attempt(
+        &self,
+        m: &NewMessage<'_>,
+        attempt: FailoverAttempt,
+    ) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Uuid(m.message_id),
+            Param::Text(m.phone.as_ref()),
+            Param::Text(m.phone.region().unwrap_or("XX")),
+            Param::Text(m.channel.as_str()),
+            Param::Text(m.provider),
+            Param::Time(m.now),
+            Param::Uuid(attempt.verification_id),
+        ];
+        self.db.execute(INSERT_CODE_MESSAGE, &params).await?;
+        let moved = [
+            Param::Text(m.phone.as_ref()),
+            Param::Uuid(m.message_id),
+            Param::Uuid(attempt.replaces),
+        ];
+        self.db.execute(MOVE_CURRENT_SEND, &moved).await.map(drop)
     }
 
     /// What the provider answered to the send: taken (with its id), refused, or unavailable.
@@ -134,20 +197,53 @@ impl Storage {
             Param::OptText(error_code),
             Param::Time(now),
         ];
-        let Some(row) = self.db.fetch_optional(REPORTED, &params).await? else {
-            return Ok(None);
-        };
-        let channel: String = row.get(2)?;
-        Ok(Some(StatusChange {
-            message_id: row.get(0)?,
-            verification_id: row.get(1)?,
-            provider: provider.to_string(),
-            channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
-            status,
-            accepted_at: row.opt_time(3)?,
-            at: now,
-        }))
+        let row = self.db.fetch_optional(REPORTED, &params).await?;
+        status_change(row, provider, status, now)
     }
+
+    /// A delivery report that names our own `message_id` (the webhook provider's); applies only
+    /// if it moves the status of one of `provider`'s messages forward. `None`: unknown, or no change.
+    pub async fn report_status_by_id(
+        &self,
+        message_id: Uuid,
+        provider: &str,
+        status: MessageStatus,
+        error_code: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Option<StatusChange>, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let params = [
+            Param::Uuid(message_id),
+            Param::Text(status.as_str()),
+            Param::Text(provider),
+            Param::OptText(error_code),
+            Param::Time(now),
+        ];
+        let row = self.db.fetch_optional(REPORTED_BY_ID, &params).await?;
+        status_change(row, provider, status, now)
+    }
+}
+
+/// The change a report statement made, from its `returning` row.
+fn status_change(
+    row: Option<Row>,
+    provider: &str,
+    status: MessageStatus,
+    now: OffsetDateTime,
+) -> Result<Option<StatusChange>, StorageError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let channel: String = row.get(2)?;
+    Ok(Some(StatusChange {
+        message_id: row.get(0)?,
+        verification_id: row.get(1)?,
+        provider: provider.to_string(),
+        channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
+        status,
+        accepted_at: row.opt_time(3)?,
+        at: now,
+    }))
 }
 
 /// Deletes message records created before `before`, by the `created_at` index.

@@ -95,7 +95,7 @@ impl Verifier {
                 }
                 AttemptOutcome::Refused(_) => return Err(Error::VerificationNotFound),
             };
-        let verdict = self.sms.check_code(phone, code).await;
+        let verdict = self.sms.primary().check_code(phone, code).await;
         let keys = self.fraud.keys(phone);
         let finish = |result| {
             self.storage

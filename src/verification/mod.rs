@@ -14,13 +14,14 @@ mod refusals;
 mod send;
 mod settings;
 
+pub use send::MessageSent;
 pub use settings::{DEVELOPMENT_CODE_HASH_SECRET, VerificationSettings};
 
 use crate::clock::Clock;
 use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::Error;
 use crate::fraud::FraudGuard;
-use crate::sms::SmsSender;
+use crate::sms::Failover;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
@@ -40,7 +41,8 @@ pub struct Verified {
 #[derive(Clone)]
 pub struct Verifier {
     storage: Storage,
-    sms: Arc<dyn SmsSender>,
+    /// The code providers, in failover order.
+    sms: Failover,
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
     settings: VerificationSettings,
@@ -50,7 +52,7 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(
         storage: Storage,
-        sms: Arc<dyn SmsSender>,
+        sms: Failover,
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,
         settings: VerificationSettings,

@@ -3,7 +3,6 @@
 //! reservation when the send failed.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use tracing::Instrument;
 use uuid::Uuid;
@@ -11,8 +10,24 @@ use uuid::Uuid;
 use super::{CodeSent, Verifier, ip_key};
 use crate::domain::{Channel, PhoneNumber, VerificationCode};
 use crate::error::Error;
-use crate::sms::{SentMessage, SmsError, SmsSender};
-use crate::storage::{CounterCap, NewMessage, NewSend, SendKind};
+use crate::sms::{Failover, SendContext, SentMessage, SmsError};
+use crate::storage::{CounterCap, FailoverAttempt, NewMessage, NewSend, Reservation, SendKind};
+
+/// What a send hands to each provider it tries: the same code, or the same text.
+enum Outgoing {
+    Code(Option<VerificationCode>),
+    Text(String),
+}
+
+/// A message that a provider took.
+#[derive(Debug, Clone)]
+pub struct MessageSent {
+    /// The record of the attempt that went through.
+    pub message_id: Uuid,
+    /// The provider that took it (for logs; clients are not told).
+    pub provider: &'static str,
+    pub sent: SentMessage,
+}
 
 impl Verifier {
     /// Issues a new code for `phone` and sends it: reserve (limits, new code) in the database, send,
@@ -69,6 +84,7 @@ impl Verifier {
             .await?;
         let reservation = self.reserved(phone, outcome)?;
 
+        let mut provider = "none";
         if test_code.is_some() {
             crate::metrics::test_number_send();
             tracing::info!(phone = %phone.masked(), "test number: fixed code, no SMS sent");
@@ -78,30 +94,35 @@ impl Verifier {
             let this = self.clone();
             let phone_owned = phone.clone();
             let task_reservation = reservation.clone();
-            tokio::spawn(async move {
-                let result = this.sms.send_code(&phone_owned, code.as_ref()).await;
-                crate::metrics::sms_send(this.sms.name(), result.as_ref().map(|_| ()));
-                this.record_answer(task_reservation.send_id, &result).await;
-                if let Err(e) = &result {
-                    tracing::warn!(phone = %phone_owned.masked(), provider = this.sms.name(), error = %e, "SMS send failed");
-                    if let Err(release) = this
-                        .storage
-                        .release_send(&phone_owned, &task_reservation)
-                        .await
-                    {
+            let sent = tokio::spawn(async move {
+                let outgoing = Outgoing::Code(code);
+                let first = SendContext {
+                    message_id: task_reservation.send_id,
+                    verification_id: Some(task_reservation.verification_id),
+                };
+                let result = this.send_with_failover(&this.sms, &phone_owned, &outgoing, first).await;
+                if let Err((_, last_message_id)) = &result {
+                    // Every provider failed (or refused): the code never went, so the send stops
+                    // counting and the code, as carried by the last attempt, is void.
+                    let release = Reservation {
+                        send_id: *last_message_id,
+                        ..task_reservation
+                    };
+                    if let Err(release) = this.storage.release_send(&phone_owned, &release).await {
                         tracing::error!(error = ?release, "could not release a failed send's reservation");
                     }
                 }
-                result
+                result.map_err(|(e, _)| e)
             }.instrument(tracing::Span::current()))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))??;
+            provider = sent.provider;
         }
 
         tracing::info!(
             phone = %phone.masked(),
             verification_id = %reservation.verification_id,
-            provider = self.sms.name(),
+            provider,
             "verification code sent"
         );
         Ok(CodeSent {
@@ -112,14 +133,14 @@ impl Verifier {
         })
     }
 
-    /// A custom SMS (the internal endpoint) through `sender`, with its message record. Returns the
-    /// record's id.
+    /// A custom SMS (the internal endpoint) through `senders`, in failover order, with a message
+    /// record per attempt.
     pub async fn send_message(
         &self,
-        sender: &Arc<dyn SmsSender>,
+        senders: &Failover,
         phone: &PhoneNumber,
         body: &str,
-    ) -> Result<(Uuid, SentMessage), Error> {
+    ) -> Result<MessageSent, Error> {
         self.check_not_blocked(phone).await?;
         let message_id = Uuid::new_v4();
         self.storage
@@ -127,28 +148,97 @@ impl Verifier {
                 message_id,
                 phone,
                 channel: Channel::Sms,
-                provider: sender.name(),
+                provider: senders.name(),
                 now: self.now(),
             })
             .await?;
         // Like a code, in a task of its own: the record learns the answer even if the client left.
-        let (sender, phone, body, this) = (
-            sender.clone(),
-            phone.clone(),
-            body.to_string(),
-            self.clone(),
-        );
-        let sent = tokio::spawn(
+        let (senders, phone, this) = (senders.clone(), phone.clone(), self.clone());
+        let outgoing = Outgoing::Text(body.to_string());
+        let first = SendContext {
+            message_id,
+            verification_id: None,
+        };
+        tokio::spawn(
             async move {
-                let result = sender.send_message(&phone, &body).await;
-                this.record_answer(message_id, &result).await;
-                result
+                this.send_with_failover(&senders, &phone, &outgoing, first)
+                    .await
+                    .map_err(|(e, _)| e)
             }
             .instrument(tracing::Span::current()),
         )
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))??;
-        Ok((message_id, sent))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("SMS task failed: {e}")))?
+    }
+
+    /// Hands `outgoing` to each provider in turn until one takes it, moving on only when one was
+    /// unavailable: the same code or text each time, a message record per attempt (the first is
+    /// `first.message_id`, already written), each answer recorded and counted under the provider
+    /// that gave it. On failure, also returns the id of the last attempt's message.
+    async fn send_with_failover(
+        &self,
+        senders: &Failover,
+        phone: &PhoneNumber,
+        outgoing: &Outgoing,
+        first: SendContext,
+    ) -> Result<MessageSent, (Error, Uuid)> {
+        let mut context = first;
+        let mut index = 0;
+        let mut sender = senders.primary();
+        loop {
+            let result = match outgoing {
+                Outgoing::Code(code) => sender.send_code(phone, code.as_ref(), &context).await,
+                Outgoing::Text(body) => sender.send_message(phone, body, &context).await,
+            };
+            crate::metrics::sms_send(sender.name(), result.as_ref().map(|_| ()));
+            self.record_answer(context.message_id, &result).await;
+            let error = match result {
+                Ok(sent) => {
+                    return Ok(MessageSent {
+                        message_id: context.message_id,
+                        provider: sender.name(),
+                        sent,
+                    });
+                }
+                Err(e) => e,
+            };
+            let Some(next) = senders.next_after(index, &error) else {
+                tracing::warn!(phone = %phone.masked(), provider = sender.name(), error = %error, "SMS send failed");
+                return Err((error.into(), context.message_id));
+            };
+            tracing::warn!(
+                phone = %phone.masked(),
+                provider = sender.name(),
+                next = next.name(),
+                error = %error,
+                "SMS provider unavailable: trying the next one"
+            );
+            let previous = context.message_id;
+            context.message_id = Uuid::new_v4();
+            let record = NewMessage {
+                message_id: context.message_id,
+                phone,
+                channel: Channel::Sms,
+                provider: next.name(),
+                now: self.now(),
+            };
+            let recorded = match context.verification_id {
+                Some(verification_id) => {
+                    let attempt = FailoverAttempt {
+                        verification_id,
+                        replaces: previous,
+                    };
+                    self.storage.record_failover_attempt(&record, attempt).await
+                }
+                None => self.storage.record_message(&record).await,
+            };
+            // No record, no send: a message nobody can look up or report on is not sent.
+            if let Err(e) = recorded {
+                return Err((e.into(), previous));
+            }
+            index += 1;
+            sender = next;
+        }
     }
 
     /// The provider's answer, into the message record. A record that cannot be written is logged,
