@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# What a feature costs: the same load (tools/loadgen, flow mode) with the feature off and on,
+# interleaved round by round on one machine in one sitting, so the ratio compares like with like.
+#
+#   CARGO_TARGET_DIR=/work/perf-target tools/bench_features.sh [OUT_DIR]
+#
+# Knobs (environment):
+#   FEATURES="fraud"        which features (see below)
+#   BACKENDS="postgres"     USERS=64  LATENCY=0 (fake Twilio, ms)  DURATION=12  WARMUP=3  ROUNDS=3
+#   SKIP_BUILD=1            use the binaries already built
+# Features, as pairs of service environments (off, on):
+#   fraud: FRAUD_GUARD=off vs FRAUD_GUARD=enforce. The floors are set out of reach so that the
+#          guard counts and checks every send and every approval but never refuses: the load's
+#          first 64 concurrent sends to one prefix would otherwise exceed the default floor of 20
+#          before any code is verified, and a block would end the run.
+# Prints one line per run and, at the end, the median flows/s per variant and their ratio;
+# OUT_DIR keeps each run's JSON, text report and service log, and summary.md.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+out=${1:-$(mktemp -d /tmp/phone-verify-features.XXXXXX)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+FEATURES=${FEATURES:-fraud}
+BACKENDS=${BACKENDS:-postgres}
+USERS=${USERS:-64}
+LATENCY=${LATENCY:-0}
+DURATION=${DURATION:-12}
+WARMUP=${WARMUP:-3}
+ROUNDS=${ROUNDS:-3}
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+
+log() { printf '[features %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=tools/lib.sh
+source "$root/tools/lib.sh"
+build_binaries
+describe_machine 1 "FEATURES='$FEATURES' BACKENDS='$BACKENDS' USERS=$USERS LATENCY=$LATENCY DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS" \
+  | tee "$out/machine.txt" >&2
+
+variant_env() { # FEATURE off|on -> --service-env arguments
+  case "$1:$2" in
+    fraud:off) echo "--service-env FRAUD_GUARD=off" ;;
+    fraud:on) echo "--service-env FRAUD_GUARD=enforce --service-env FRAUD_MIN_UNVERIFIED_PER_PREFIX=1000000 --service-env FRAUD_MIN_UNVERIFIED_PER_COUNTRY=1000000" ;;
+    *) log "unknown feature $1"; exit 2 ;;
+  esac
+}
+
+run() { # NAME BACKEND [loadgen args...]
+  local name=$1 backend=$2 url db=""; shift 2
+  if [[ $backend == postgres ]]; then
+    db=pv_bench_${name//-/_}
+    dropdb --if-exists "$db" 2>/dev/null
+    createdb "$db"
+    url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+  else
+    rm -rf "$out/$name.sqlite" && mkdir -p "$out/$name.sqlite"
+    url="sqlite://$out/$name.sqlite/pv.db"
+  fi
+  "$lg" --service-bin "$svc" --database-url "$url" --users "$USERS" --fake-latency-ms "$LATENCY" \
+    --warmup-secs "$WARMUP" --duration-secs "$DURATION" --label "$name" \
+    --json "$out/$name.json" --service-log "$out/$name.log" "$@" > "$out/$name.txt" \
+    || { cat "$out/$name.txt" >&2; log "run $name FAILED"; }
+  log "$name: $(sed -n '2p' "$out/$name.txt")"
+  if [[ -n $db ]]; then dropdb --if-exists "$db"; else rm -rf "$out/$name.sqlite"; fi
+}
+
+for feature in $FEATURES; do
+  for backend in $BACKENDS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      # Alternate which variant goes first, so a drift over the sitting favours neither.
+      order="off on"; (( round % 2 == 0 )) && order="on off"
+      for v in $order; do
+        # shellcheck disable=SC2046
+        run "$feature-$backend-$v-r$round" "$backend" $(variant_env "$feature" "$v")
+      done
+    done
+  done
+done
+
+python3 - "$out" "$FEATURES" "$BACKENDS" <<'PY' | tee "$out/summary.md"
+import json, pathlib, statistics, sys
+out, features, backends = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+print("| feature | backend | off: flows/s (runs) | on: flows/s (runs) | on / off | flow p99 ms off / on | service CPU ms/flow off / on | Postgres CPU ms/flow off / on | failed flows off / on |")
+print("|---|---|---|---|---|---|---|---|---|")
+for f in features:
+    for b in backends:
+        res = {}
+        for v in ("off", "on"):
+            runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{f}-{b}-{v}-r*.json"))]
+            res[v] = runs
+        med = lambda v, key: statistics.median(key(r) for r in res[v]) if res[v] else float("nan")
+        fps = lambda r: r["flows_per_sec"]
+        p99 = lambda r: r["latency_ms"]["flow"]["p99"]
+        cpu = lambda r: r["service"]["cpu_ms_per_flow"]
+        pg = lambda r: r["postgres_cpu_ms_per_flow"]
+        failed = lambda v: sum(r["flows_failed"] for r in res[v])
+        runs = lambda v: ", ".join(f"{fps(r):.0f}" for r in res[v])
+        def safe(v, key):
+            try:
+                return f"{med(v, key):.2f}"
+            except (KeyError, TypeError):
+                return "?"
+        ratio = med("on", fps) / med("off", fps) if res["off"] and res["on"] else float("nan")
+        print(f"| {f} | {b} | {med('off', fps):.0f} ({runs('off')}) | {med('on', fps):.0f} ({runs('on')}) "
+              f"| {ratio:.3f} | {safe('off', p99)} / {safe('on', p99)} | {safe('off', cpu)} / {safe('on', cpu)} "
+              f"| {safe('off', pg)} / {safe('on', pg)} | {failed('off')} / {failed('on')} |")
+PY
