@@ -56,11 +56,11 @@ with locked as (
     on conflict (scope, key) do update set
         (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
          block_verified, updated_at) =
-        (select case when d.counts then f.slots[::position::int4 - 1] || :slot::int8::int8 || f.slots[:position::int4 + 1:]
+        (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[::position::int4 - 1] || (d.here_u + 1) || f.unverified[:position::int4 + 1:]
+                case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
                      else f.unverified end,
-                case when d.counts then f.verified[::position::int4 - 1] || d.here_v || f.verified[:position::int4 + 1:]
+                case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
                      else f.verified end,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -89,11 +89,11 @@ with locked as (
     on conflict (scope, key) do update set
         (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
          block_verified, updated_at) =
-        (select case when d.counts then f.slots[::position::int4 - 1] || :slot::int8::int8 || f.slots[:position::int4 + 1:]
+        (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[::position::int4 - 1] || (d.here_u + 1) || f.unverified[:position::int4 + 1:]
+                case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
                      else f.unverified end,
-                case when d.counts then f.verified[::position::int4 - 1] || d.here_v || f.verified[:position::int4 + 1:]
+                case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
                      else f.verified end,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -200,16 +200,16 @@ returning verification_id, status = 'approved' as approved, attempts, current_se
     where c.approved and c.fraud_slot is not null
 ), converted_prefix as (
     update fraud_scope f set
-        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
-        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
+        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
         updated_at = :now::timestamptz
     from approved_slot p
     where f.scope = 'prefix' and f.key = left(:phone::text, 6) and f.slots[p.i] = p.slot
     returning 1
 ), converted_country as (
     update fraud_scope f set
-        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
-        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
+        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
         updated_at = :now::timestamptz
     from approved_slot p
     where f.scope = 'country' and f.key = :country::text and f.slots[p.i] = p.slot

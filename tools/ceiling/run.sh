@@ -9,7 +9,9 @@
 # Prints pgbench's output, the CPU used meanwhile (postgres_cpu_percent=, pgbench_cpu_percent=,
 # machine_cpu_percent=; 100 = one core) and, as the last line, "ceiling_tps=<transactions/s>".
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGBENCH (pgbench),
-# PGBENCH_THREADS (2), CEILING_DB (pv_bench_ceiling_<pid>; created, then dropped).
+# PGBENCH_THREADS (2), CEILING_DB (pv_bench_ceiling_<pid>; created, then dropped), FRAUD_MODE (the
+# fraud guard: 0 off, 1 monitor, 2 enforce, with floors out of reach as in tools/bench_features.sh;
+# default 1, the service's default outside production).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +39,8 @@ done
 # now, now - RESEND_COOLDOWN_SECONDS (30), now - 1 h, now + CODE_TTL_SECONDS (600), the clock hour.
 now_s=$(date -u +%s)
 ts() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%S.000Z; }
+# The fraud guard's slot of now: 60 slots per FRAUD_WINDOW_MINUTES (1440), so 24-minute slots.
+slot=$(( now_s / (24 * 60) ))
 vars=(
   -D "now=$(ts "$now_s")"
   -D "cooldown_start=$(ts $((now_s - 30)))"
@@ -52,6 +56,8 @@ vars=(
   # key is never read while its cap is 0.
   -D ip_key=- -D ip_max=0 -D country_key=- -D country_max=0
   -D country=US -D channel=sms -D provider=twilio-messaging
+  -D "fraud_mode=${FRAUD_MODE:-1}" -D "slot=$slot" -D "position=$(( slot % 60 + 1 ))" -D ring=60
+  -D min_prefix=1000000 -D min_country=1000000 -D ratio=1.0 -D "block_until=$(ts $((now_s + 43200)))"
   -D seq=0
 )
 

@@ -192,8 +192,8 @@ returning outcome, block_unverified, block_verified
 const ADJUST: Sql = Sql::each(
     r#"
 update fraud_scope set
-    unverified = unverified[:$4 - 1] || greatest(unverified[$4] + $5, 0) || unverified[$4 + 1:],
-    verified = verified[:$4 - 1] || greatest(verified[$4] + $6, 0) || verified[$4 + 1:],
+    unverified = unverified[1:($4 - 1)] || greatest(unverified[$4] + $5, 0) || unverified[($4 + 1):],
+    verified = verified[1:($4 - 1)] || greatest(verified[$4] + $6, 0) || verified[($4 + 1):],
     updated_at = $7
 where scope = $1 and key = $2 and slots[$4] = $3
 "#,

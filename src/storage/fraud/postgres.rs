@@ -22,11 +22,11 @@ with locked as (
     on conflict (scope, key) do update set
         (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
          block_verified, updated_at) =
-        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+        (select case when d.counts then f.slots[1:($21 - 1)] || $20::int8 || f.slots[($21 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                case when d.counts then f.unverified[1:($21 - 1)] || (d.here_u + 1) || f.unverified[($21 + 1):]
                      else f.unverified end,
-                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                case when d.counts then f.verified[1:($21 - 1)] || d.here_v || f.verified[($21 + 1):]
                      else f.verified end,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -55,11 +55,11 @@ with locked as (
     on conflict (scope, key) do update set
         (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
          block_verified, updated_at) =
-        (select case when d.counts then f.slots[:$21 - 1] || $20::int8 || f.slots[$21 + 1:]
+        (select case when d.counts then f.slots[1:($21 - 1)] || $20::int8 || f.slots[($21 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[:$21 - 1] || (d.here_u + 1) || f.unverified[$21 + 1:]
+                case when d.counts then f.unverified[1:($21 - 1)] || (d.here_u + 1) || f.unverified[($21 + 1):]
                      else f.unverified end,
-                case when d.counts then f.verified[:$21 - 1] || d.here_v || f.verified[$21 + 1:]
+                case when d.counts then f.verified[1:($21 - 1)] || d.here_v || f.verified[($21 + 1):]
                      else f.verified end,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -98,16 +98,16 @@ pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
     where c.approved and c.fraud_slot is not null
 ), converted_prefix as (
     update fraud_scope f set
-        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
-        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
+        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
         updated_at = $3
     from approved_slot p
     where f.scope = 'prefix' and f.key = $5 and f.slots[p.i] = p.slot
     returning 1
 ), converted_country as (
     update fraud_scope f set
-        unverified = f.unverified[:p.i - 1] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[p.i + 1:],
-        verified = f.verified[:p.i - 1] || (f.verified[p.i] + 1) || f.verified[p.i + 1:],
+        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
+        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
         updated_at = $3
     from approved_slot p
     where f.scope = 'country' and f.key = $6 and f.slots[p.i] = p.slot
