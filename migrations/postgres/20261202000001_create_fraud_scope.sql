@@ -13,6 +13,12 @@ create table fraud_scope (
     slots             bigint[] not null,
     unverified        integer[] not null,
     verified          integer[] not null,
+    -- The live totals of unverified and verified as of newest_slot, the latest slot a send counted
+    -- in: a send in that slot decides from them in O(1); the first send of a new slot sums the
+    -- ring afresh.
+    newest_slot       bigint not null,
+    unverified_total  integer not null,
+    verified_total    integer not null,
     -- What the last send to the scope did, for the statement to return: 1 counted it, 2 blocked the
     -- scope, 4 was over the limit or blocked (refused, or in monitor mode would have been).
     outcome           integer not null,

@@ -9,6 +9,10 @@ create table fraud_scope (
     slots             text not null,
     unverified        text not null,
     verified          text not null,
+    -- The live totals as of newest_slot, the latest slot a send counted in.
+    newest_slot       integer not null,
+    unverified_total  integer not null,
+    verified_total    integer not null,
     -- 1 counted, 2 blocked the scope, 4 over the limit or blocked: what the last send did.
     outcome           integer not null,
     blocked_at        integer,

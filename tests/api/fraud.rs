@@ -36,6 +36,7 @@ both_backends!(
     a_block_survives_a_restart,
     resends_and_custom_messages_into_a_blocked_prefix_are_refused,
     a_block_is_counted_and_logged_once,
+    counts_leave_with_the_window_and_verifications_count_in_their_send_slot,
 );
 
 fn number(prefix: &str, n: usize) -> String {
@@ -360,4 +361,34 @@ async fn a_block_is_counted_and_logged_once(backend: Backend) {
     let refusals_after = metric(&app, r#"fraud_refusals_total{scope="prefix"}"#).await;
     assert_eq!(blocks_after - blocks_before, 1.0);
     assert_eq!(refusals_after - refusals_before, 10.0);
+}
+
+async fn counts_leave_with_the_window_and_verifications_count_in_their_send_slot(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    // A 60-minute window in 1-minute slots; blocks of 1 minute.
+    let (app, _db) = spawn_app_with(
+        backend,
+        guarded(2, 1000)
+            .var("FRAUD_WINDOW_MINUTES", 60)
+            .var("FRAUD_BLOCK_MINUTES", 1),
+    )
+    .await;
+    assert_eq!(send_range(&app, PREFIX, 0, 3).await, [200, 200, 403]);
+
+    // The block is over, but the two unverified are still in the window: blocked again.
+    app.clock.advance(Duration::from_secs(2 * 60));
+    assert_eq!(send_range(&app, PREFIX, 3, 4).await, [403]);
+
+    // An hour on they have left it: the floor's worth again. One is verified in a later slot
+    // than its send, and still counts as verified where it was sent.
+    app.clock.advance(Duration::from_secs(61 * 60));
+    let phone = number(PREFIX, 10);
+    let code = app.send_and_read_code(&phone).await;
+    app.clock.advance(Duration::from_secs(3 * 60));
+    assert_eq!(app.verify(&phone, &code).await.status, StatusCode::OK);
+    // U = 0, V = 1: two more unverified are allowed (max(2, 1)), the third is refused.
+    assert_eq!(send_range(&app, PREFIX, 11, 14).await, [200, 200, 403]);
+    let listed = blocks(&app).await;
+    assert_eq!(listed[0]["unverified"], 2, "{listed:?}");
+    assert_eq!(listed[0]["verified"], 1, "{listed:?}");
 }

@@ -47,21 +47,23 @@
 with locked as (
     select 1 from verification where phone_number = :phone::text and :fraud_mode::int4 > 0 for update
 ), fraud_prefix as (
-    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
+                                  unverified_total, verified_total, outcome, updated_at)
     select 'prefix', left(:phone::text, 6),
         array_fill(-1::int8, array[:position::int4 - 1]) || :slot::int8::int8 || array_fill(-1::int8, array[:ring::int4 - :position::int4]),
         array_fill(0, array[:position::int4 - 1]) || 1 || array_fill(0, array[:ring::int4 - :position::int4]),
-        array_fill(0, array[:ring::int4]), 1, :now::timestamptz
+        array_fill(0, array[:ring::int4]), :slot::int8, 1, 0, 1, :now::timestamptz
     where :fraud_mode::int4 > 0 and (select count(*) from locked) >= 0
     on conflict (scope, key) do update set
-        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
-         block_verified, updated_at) =
+        (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
+         blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
                 case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
                      else f.unverified end,
                 case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
                      else f.verified end,
+                :slot::int8, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
                 case when d.blocks then :now::timestamptz else f.blocked_at end,
@@ -73,28 +75,34 @@ with locked as (
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > :now::timestamptz, false) as blocked,
                             s.u >= greatest(:min_prefix::int8::float8, :ratio::float8 * s.v) as over
-                     from (select coalesce(sum(x.u) filter (where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8), 0)::int as u,
-                                  coalesce(sum(x.v) filter (where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8), 0)::int as v,
-                                  coalesce(sum(x.u) filter (where x.s = :slot::int8), 0)::int as here_u,
-                                  coalesce(sum(x.v) filter (where x.s = :slot::int8), 0)::int as here_v
-                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+                     from (select
+                         case when f.newest_slot = :slot::int8 then f.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                                    where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as u,
+                         case when f.newest_slot = :slot::int8 then f.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                                    where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as v,
+                         case when f.slots[:position::int4] = :slot::int8 then f.unverified[:position::int4] else 0 end as here_u,
+                         case when f.slots[:position::int4] = :slot::int8 then f.verified[:position::int4] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 ), fraud_country as (
-    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
+                                  unverified_total, verified_total, outcome, updated_at)
     select 'country', :country::text,
         array_fill(-1::int8, array[:position::int4 - 1]) || :slot::int8::int8 || array_fill(-1::int8, array[:ring::int4 - :position::int4]),
         array_fill(0, array[:position::int4 - 1]) || 1 || array_fill(0, array[:ring::int4 - :position::int4]),
-        array_fill(0, array[:ring::int4]), 1, :now::timestamptz
+        array_fill(0, array[:ring::int4]), :slot::int8, 1, 0, 1, :now::timestamptz
     where :fraud_mode::int4 > 0 and exists (select 1 from fraud_prefix where outcome & 1 = 1)
     on conflict (scope, key) do update set
-        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
-         block_verified, updated_at) =
+        (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
+         blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
                 case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
                      else f.unverified end,
                 case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
                      else f.verified end,
+                :slot::int8, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
                 case when d.blocks then :now::timestamptz else f.blocked_at end,
@@ -106,11 +114,15 @@ with locked as (
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > :now::timestamptz, false) as blocked,
                             s.u >= greatest(:min_country::int8::float8, :ratio::float8 * s.v) as over
-                     from (select coalesce(sum(x.u) filter (where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8), 0)::int as u,
-                                  coalesce(sum(x.v) filter (where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8), 0)::int as v,
-                                  coalesce(sum(x.u) filter (where x.s = :slot::int8), 0)::int as here_u,
-                                  coalesce(sum(x.v) filter (where x.s = :slot::int8), 0)::int as here_v
-                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+                     from (select
+                         case when f.newest_slot = :slot::int8 then f.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                                    where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as u,
+                         case when f.newest_slot = :slot::int8 then f.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                                    where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as v,
+                         case when f.slots[:position::int4] = :slot::int8 then f.unverified[:position::int4] else 0 end as here_u,
+                         case when f.slots[:position::int4] = :slot::int8 then f.verified[:position::int4] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 ), fraud_ok as (
     select :fraud_mode::int4 = 0 or exists (select 1 from fraud_country where outcome & 1 = 1) as ok
@@ -202,6 +214,8 @@ returning verification_id, status = 'approved' as approved, attempts, current_se
     update fraud_scope f set
         unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
         verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
+        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - :ring::int4 and f.unverified[p.i] > 0 then 1 else 0 end,
+        verified_total = f.verified_total + case when p.slot > f.newest_slot - :ring::int4 then 1 else 0 end,
         updated_at = :now::timestamptz
     from approved_slot p
     where f.scope = 'prefix' and f.key = left(:phone::text, 6) and f.slots[p.i] = p.slot
@@ -210,6 +224,8 @@ returning verification_id, status = 'approved' as approved, attempts, current_se
     update fraud_scope f set
         unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
         verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
+        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - :ring::int4 and f.unverified[p.i] > 0 then 1 else 0 end,
+        verified_total = f.verified_total + case when p.slot > f.newest_slot - :ring::int4 then 1 else 0 end,
         updated_at = :now::timestamptz
     from approved_slot p
     where f.scope = 'country' and f.key = :country::text and f.slots[p.i] = p.slot

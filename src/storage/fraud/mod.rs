@@ -156,16 +156,18 @@ impl ScopeOutcome {
 // transaction (the ring as JSON arrays; $7 the slot's JSON path). The fresh row's arrays ($3 to
 // $5) are made by the caller.
 const SQLITE_FRAUD: &str = r#"
-insert into fraud_scope (scope, key, slots, unverified, verified, outcome, updated_at)
-values ($1, $2, $3, $4, $5, 1, $6)
+insert into fraud_scope (scope, key, slots, unverified, verified, newest_slot, unverified_total,
+                         verified_total, outcome, updated_at)
+values ($1, $2, $3, $4, $5, $8, 1, 0, 1, $6)
 on conflict (scope, key) do update set
-    (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
-     block_verified, updated_at) =
+    (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
+     blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
     (select case when d.counts then json_set(fraud_scope.slots, $7, $8) else fraud_scope.slots end,
             case when d.counts then json_set(fraud_scope.unverified, $7, d.here_u + 1)
                  else fraud_scope.unverified end,
             case when d.counts then json_set(fraud_scope.verified, $7, d.here_v)
                  else fraud_scope.verified end,
+            $8, d.u + d.counts, d.v,
             d.counts + 2 * d.blocks + 4 * (d.blocked or d.over),
             case when d.blocks then $6 else fraud_scope.blocked_at end,
             case when d.blocks then $12 else fraud_scope.blocked_until end,
@@ -176,24 +178,35 @@ on conflict (scope, key) do update set
                   (w.over and not w.blocked) as blocks
            from (select s.*, coalesce(fraud_scope.blocked_until > $6, 0) as blocked,
                         s.u >= max($10, $11 * s.v) as over
-                 from (select coalesce(sum(case when t.value between $9 and $8 then u.value end), 0) as u,
-                              coalesce(sum(case when t.value between $9 and $8 then v.value end), 0) as v,
-                              coalesce(sum(case when t.value = $8 then u.value end), 0) as here_u,
-                              coalesce(sum(case when t.value = $8 then v.value end), 0) as here_v
-                       from json_each(fraud_scope.slots) t
-                       join json_each(fraud_scope.unverified) u on u.key = t.key
-                       join json_each(fraud_scope.verified) v on v.key = t.key) s) w) d)
+                 from (select
+                     case when fraud_scope.newest_slot = $8 then fraud_scope.unverified_total
+                          else (select coalesce(sum(u.value), 0) from json_each(fraud_scope.slots) t
+                                join json_each(fraud_scope.unverified) u on u.key = t.key
+                                where t.value between $9 and $8) end as u,
+                     case when fraud_scope.newest_slot = $8 then fraud_scope.verified_total
+                          else (select coalesce(sum(v.value), 0) from json_each(fraud_scope.slots) t
+                                join json_each(fraud_scope.verified) v on v.key = t.key
+                                where t.value between $9 and $8) end as v,
+                     case when json_extract(fraud_scope.slots, $7) = $8
+                          then json_extract(fraud_scope.unverified, $7) else 0 end as here_u,
+                     case when json_extract(fraud_scope.slots, $7) = $8
+                          then json_extract(fraud_scope.verified, $7) else 0 end as here_v) s) w) d)
 returning outcome, block_unverified, block_verified
 "#;
 
 // Moves counts in one slot of one scope, if the ring still holds that slot: a failed send's
 // message leaves U ($5 = -1), an approved one moves from U to V ($5 = -1, $6 = 1). $4 is the
-// slot's position (from 1).
+// slot's position (from 1), $8 the ring size: the totals change only while the slot is live for
+// them. The SET expressions all read the row as it was.
 const ADJUST: Sql = Sql::each(
     r#"
 update fraud_scope set
     unverified = unverified[1:($4 - 1)] || greatest(unverified[$4] + $5, 0) || unverified[($4 + 1):],
     verified = verified[1:($4 - 1)] || greatest(verified[$4] + $6, 0) || verified[($4 + 1):],
+    unverified_total = unverified_total + case when $3 > newest_slot - $8
+        then greatest(unverified[$4] + $5, 0) - unverified[$4] else 0 end,
+    verified_total = verified_total + case when $3 > newest_slot - $8
+        then greatest(verified[$4] + $6, 0) - verified[$4] else 0 end,
     updated_at = $7
 where scope = $1 and key = $2 and slots[$4] = $3
 "#,
@@ -203,6 +216,12 @@ update fraud_scope set
         max(json_extract(unverified, '$[' || ($4 - 1) || ']') + $5, 0)),
     verified = json_set(verified, '$[' || ($4 - 1) || ']',
         max(json_extract(verified, '$[' || ($4 - 1) || ']') + $6, 0)),
+    unverified_total = unverified_total + case when $3 > newest_slot - $8
+        then max(json_extract(unverified, '$[' || ($4 - 1) || ']') + $5, 0)
+             - json_extract(unverified, '$[' || ($4 - 1) || ']') else 0 end,
+    verified_total = verified_total + case when $3 > newest_slot - $8
+        then max(json_extract(verified, '$[' || ($4 - 1) || ']') + $6, 0)
+             - json_extract(verified, '$[' || ($4 - 1) || ']') else 0 end,
     updated_at = $7
 where scope = $1 and key = $2 and json_extract(slots, '$[' || ($4 - 1) || ']') = $3
 "#,
@@ -212,12 +231,13 @@ where scope = $1 and key = $2 and json_extract(slots, '$[' || ($4 - 1) || ']') =
 const LIFT: Sql = Sql::each(
     r#"
 update fraud_scope set blocked_until = $3, unverified = array_fill(0, array[cardinality(unverified)]),
-    updated_at = $3
+    unverified_total = 0, updated_at = $3
 where scope = $1 and key = $2 and blocked_until > $3
 "#,
     r#"
 update fraud_scope set blocked_until = $3,
-    unverified = (select json_group_array(0) from json_each(fraud_scope.unverified)), updated_at = $3
+    unverified = (select json_group_array(0) from json_each(fraud_scope.unverified)),
+    unverified_total = 0, updated_at = $3
 where scope = $1 and key = $2 and blocked_until > $3
 "#,
 );
@@ -309,7 +329,7 @@ fn adjust_params<'a>(
     unverified: i32,
     verified: i32,
     now: OffsetDateTime,
-) -> [Param<'a>; 7] {
+) -> [Param<'a>; 8] {
     [
         Param::Text(scope.as_str()),
         Param::Text(key),
@@ -318,6 +338,7 @@ fn adjust_params<'a>(
         Param::Int4(unverified),
         Param::Int4(verified),
         Param::Time(now),
+        Param::Int8(RING_SLOTS),
     ]
 }
 

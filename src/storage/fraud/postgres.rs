@@ -4,8 +4,9 @@
 
 // Postgres: the fraud guard's CTEs, first in the send statement. `locked` takes the number's row
 // lock before the scopes' (an approval holds it while it updates them: same order, no deadlock).
-// Each scope's upsert decides from the row it holds locked: U and V are the sums over the live
-// slots ($20 the current slot, $22 the ring size); over = U >= max(floor, ratio x V); it counts
+// Each scope's upsert decides from the row it holds locked: U and V are the row's totals, kept for
+// its newest slot; when a new slot starts ($20, the current slot), they are summed afresh over the
+// ring's live slots ($22 the ring size), once per slot. over = U >= max(floor, ratio x V); it counts
 // the send (in monitor mode always) unless enforce mode refuses, and the first send over the
 // limit blocks the scope until $26. The country is only reached when the prefix counted the
 // send; `fraud_ok` says whether both did. $18: 0 not counted, 1 monitor, 2 enforce.
@@ -13,21 +14,23 @@ pub(in crate::storage) const PG_FRAUD: &str = r#"
 with locked as (
     select 1 from verification where phone_number = $1 and $18 > 0 for update
 ), fraud_prefix as (
-    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
+                                  unverified_total, verified_total, outcome, updated_at)
     select 'prefix', $19,
         array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
         array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
-        array_fill(0, array[$22]), 1, $6
+        array_fill(0, array[$22]), $20, 1, 0, 1, $6
     where $18 > 0 and (select count(*) from locked) >= 0
     on conflict (scope, key) do update set
-        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
-         block_verified, updated_at) =
+        (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
+         blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:($21 - 1)] || $20::int8 || f.slots[($21 + 1):]
                      else f.slots end,
                 case when d.counts then f.unverified[1:($21 - 1)] || (d.here_u + 1) || f.unverified[($21 + 1):]
                      else f.unverified end,
                 case when d.counts then f.verified[1:($21 - 1)] || d.here_v || f.verified[($21 + 1):]
                      else f.verified end,
+                $20, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
                 case when d.blocks then $6 else f.blocked_at end,
@@ -39,28 +42,34 @@ with locked as (
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
                             s.u >= greatest($23::float8, $25 * s.v) as over
-                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
-                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
-                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
-                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
-                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+                     from (select
+                         case when f.newest_slot = $20 then f.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                                    where x.s between $20 - $22 + 1 and $20) end as u,
+                         case when f.newest_slot = $20 then f.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                                    where x.s between $20 - $22 + 1 and $20) end as v,
+                         case when f.slots[$21] = $20 then f.unverified[$21] else 0 end as here_u,
+                         case when f.slots[$21] = $20 then f.verified[$21] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 ), fraud_country as (
-    insert into fraud_scope as f (scope, key, slots, unverified, verified, outcome, updated_at)
+    insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
+                                  unverified_total, verified_total, outcome, updated_at)
     select 'country', $15,
         array_fill(-1::int8, array[$21 - 1]) || $20::int8 || array_fill(-1::int8, array[$22 - $21]),
         array_fill(0, array[$21 - 1]) || 1 || array_fill(0, array[$22 - $21]),
-        array_fill(0, array[$22]), 1, $6
+        array_fill(0, array[$22]), $20, 1, 0, 1, $6
     where $18 > 0 and exists (select 1 from fraud_prefix where outcome & 1 = 1)
     on conflict (scope, key) do update set
-        (slots, unverified, verified, outcome, blocked_at, blocked_until, block_unverified,
-         block_verified, updated_at) =
+        (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
+         blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:($21 - 1)] || $20::int8 || f.slots[($21 + 1):]
                      else f.slots end,
                 case when d.counts then f.unverified[1:($21 - 1)] || (d.here_u + 1) || f.unverified[($21 + 1):]
                      else f.unverified end,
                 case when d.counts then f.verified[1:($21 - 1)] || d.here_v || f.verified[($21 + 1):]
                      else f.verified end,
+                $20, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
                 case when d.blocks then $6 else f.blocked_at end,
@@ -72,11 +81,15 @@ with locked as (
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
                             s.u >= greatest($24::float8, $25 * s.v) as over
-                     from (select coalesce(sum(x.u) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as u,
-                                  coalesce(sum(x.v) filter (where x.s between $20 - $22 + 1 and $20), 0)::int as v,
-                                  coalesce(sum(x.u) filter (where x.s = $20), 0)::int as here_u,
-                                  coalesce(sum(x.v) filter (where x.s = $20), 0)::int as here_v
-                           from unnest(f.slots, f.unverified, f.verified) as x(s, u, v)) s) w) d)
+                     from (select
+                         case when f.newest_slot = $20 then f.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                                    where x.s between $20 - $22 + 1 and $20) end as u,
+                         case when f.newest_slot = $20 then f.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                                    where x.s between $20 - $22 + 1 and $20) end as v,
+                         case when f.slots[$21] = $20 then f.unverified[$21] else 0 end as here_u,
+                         case when f.slots[$21] = $20 then f.verified[$21] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 ), fraud_ok as (
     select $18 = 0 or exists (select 1 from fraud_country where outcome & 1 = 1) as ok
@@ -91,7 +104,8 @@ pub(in crate::storage) const PG_FRAUD_COLUMNS: &str = r#",
 
 // Postgres: the approval's half of ADJUST, inside the check statement (after PG_CHECK_RECORDS'
 // own CTEs): the approved send's slot comes from the number's row; prefix ($5) before country
-// ($6), the order the sends lock them in. $7 is the ring size.
+// ($6), the order the sends lock them in. $7 is the ring size; the totals change only while the
+// slot is live for them (within the ring's size of the row's newest slot).
 pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
 , approved_slot as (
     select c.fraud_slot as slot, (c.fraud_slot % $7 + 1)::int as i from checked c
@@ -100,6 +114,8 @@ pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
     update fraud_scope f set
         unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
         verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
+        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - $7 and f.unverified[p.i] > 0 then 1 else 0 end,
+        verified_total = f.verified_total + case when p.slot > f.newest_slot - $7 then 1 else 0 end,
         updated_at = $3
     from approved_slot p
     where f.scope = 'prefix' and f.key = $5 and f.slots[p.i] = p.slot
@@ -108,6 +124,8 @@ pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
     update fraud_scope f set
         unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
         verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
+        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - $7 and f.unverified[p.i] > 0 then 1 else 0 end,
+        verified_total = f.verified_total + case when p.slot > f.newest_slot - $7 then 1 else 0 end,
         updated_at = $3
     from approved_slot p
     where f.scope = 'country' and f.key = $6 and f.slots[p.i] = p.slot
