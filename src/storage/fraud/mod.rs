@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 mod postgres;
 
-pub(super) use postgres::{PG_CHECK_FRAUD, PG_FRAUD, PG_FRAUD_COLUMNS};
+pub(super) use postgres::{PG_CHECK_FRAUD, PG_FRAUD_COLUMNS, pg_fraud};
 
 use super::db::{self, Db, Param, Row, Sql};
 use super::{Storage, StorageError};

@@ -13,8 +13,8 @@ use crate::domain::PhoneNumber;
 use crate::storage::counters::{self, PG_COUNTERS, cap_binds, counted_caps, filled_caps};
 use crate::storage::db::{self, Db, Param, Row};
 use crate::storage::fraud::{
-    self, FraudCheck, FraudCounted, FraudScope, PG_FRAUD, PG_FRAUD_COLUMNS, RING_SLOTS,
-    ScopeOutcome,
+    self, FraudCheck, FraudCounted, FraudScope, PG_FRAUD_COLUMNS, RING_SLOTS, ScopeOutcome,
+    pg_fraud,
 };
 use crate::storage::outcomes::{
     CapScope, HOUR, NewSend, RETRIES, Reservation, SendKind, SendOutcome, classify_refused_send,
@@ -137,7 +137,7 @@ impl Storage {
         let (country_key, country_max) = cap_binds(&send.country_cap);
         let fraud = FraudBinds::of(send);
         // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS, $15 to $17 to PG_RECORDS and
-        // $18 to $26 to PG_FRAUD (Postgres only).
+        // $18 to $26 to the fraud guard's CTEs (Postgres only).
         let params = [
             Param::Text(send.phone.as_ref()),
             Param::Uuid(send.new_verification_id),
@@ -345,10 +345,16 @@ async fn send_postgres(
 ) -> Result<Tried, StorageError> {
     let sql = match send.kind {
         SendKind::Start => PG_START_SEND_SQL.get_or_init(|| {
-            format!("{PG_FRAUD}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}")
+            format!(
+                "{}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
+                pg_fraud()
+            )
         }),
         SendKind::Resend => PG_RESEND_SQL.get_or_init(|| {
-            format!("{PG_FRAUD}{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}")
+            format!(
+                "{}{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
+                pg_fraud()
+            )
         }),
     };
     let row = Row::Postgres(db::postgres(sql.as_str(), params).fetch_one(pool).await?);
