@@ -8,7 +8,7 @@
 #
 # Prints pgbench's output, the CPU used meanwhile (postgres_cpu_percent=, pgbench_cpu_percent=,
 # machine_cpu_percent=; 100 = one core) and, as the last line, "ceiling_tps=<transactions/s>".
-# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGBENCH (pgbench),
+# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGBENCH (pgbench), EVENTS (false),
 # PGBENCH_THREADS (2), CEILING_DB (pv_bench_ceiling_<pid>; created, then dropped).
 set -euo pipefail
 
@@ -53,6 +53,8 @@ vars=(
   -D ip_key=- -D ip_max=0 -D country_key=- -D country_max=0
   -D country=US -D channel=sms -D provider=twilio-messaging
   -D seq=0
+  # Events on (true: the approvals' events are written, as with EVENTS_WEBHOOK_URL set) or off.
+  -D "events=${EVENTS:-false}"
 )
 
 run() { # base seconds
