@@ -14,7 +14,8 @@
 //!   `delivered` report
 //! - `events_delivered_total{type}`, `events_failed_total{type}` (each failed try),
 //!   `events_dropped_total{type}` (not delivered within `EVENTS_MAX_AGE_HOURS`), and the gauge
-//!   `events_pending`: events in the outbox, as this instance last read it (all instances share it)
+//!   `events_pending`: events in the outbox, up to 100,000, as this instance last read it (all
+//!   instances share it)
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
