@@ -12,6 +12,10 @@
 //!   report through another instance, changes nothing and is not counted)
 //! - `sms_delivery_seconds{provider, channel}`: from the provider accepting a message to its
 //!   `delivered` report
+//! - `events_delivered_total{type}`, `events_failed_total{type}` (each failed try),
+//!   `events_dropped_total{type}` (not delivered within `EVENTS_MAX_AGE_HOURS`), and the gauge
+//!   `events_pending`: events in the outbox, up to 100,000, as this instance last read it (all
+//!   instances share it)
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -158,4 +162,24 @@ pub fn message_status(change: &StatusChange) {
         metrics::histogram!("sms_delivery_seconds", "provider" => change.provider.clone(), "channel" => channel)
             .record(seconds);
     }
+}
+
+/// An event the receiver took (2xx).
+pub fn event_delivered(event_type: &str) {
+    metrics::counter!("events_delivered_total", "type" => event_type.to_string()).increment(1);
+}
+
+/// One failed try of an event: a non-2xx answer, a timeout, no connection.
+pub fn event_failed(event_type: &str) {
+    metrics::counter!("events_failed_total", "type" => event_type.to_string()).increment(1);
+}
+
+/// An event given up on: past `EVENTS_MAX_AGE_HOURS` undelivered.
+pub fn event_dropped(event_type: &str) {
+    metrics::counter!("events_dropped_total", "type" => event_type.to_string()).increment(1);
+}
+
+/// The events in the outbox, as last counted.
+pub fn events_pending(count: i64) {
+    metrics::gauge!("events_pending").set(count as f64);
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AppEnv, Config};
 use crate::domain::{CodeHasher, PhoneNumber};
+use crate::events::EventsTask;
 use crate::fraud::FraudGuard;
 use crate::http::webhooks::TwilioWebhook;
 use crate::http::{self, AppState, HttpSettings};
@@ -36,6 +37,7 @@ pub struct Application {
     router: axum::Router,
     addr: SocketAddr,
     purge_task: JoinHandle<()>,
+    events_task: Option<EventsTask>,
     drain_timeout: Duration,
 }
 
@@ -52,6 +54,7 @@ impl Application {
             sms: sms_settings,
             verification,
             fraud,
+            events,
             token,
             log_format: _,
         } = config;
@@ -75,7 +78,10 @@ impl Application {
         let status_callback = http_settings.twilio_status_callback();
         let providers =
             tokio::task::spawn_blocking(move || sms_settings.providers(status_callback));
-        let storage = database.connect().await?;
+        let storage = database
+            .connect()
+            .await?
+            .with_events(events.webhook.is_some());
         let providers = providers.await??;
         warm_up.await?;
         let senders = providers.codes.clone();
@@ -97,10 +103,29 @@ impl Application {
         let purge_task = spawn_purge(
             storage.clone(),
             clock.clone(),
-            database.retention.max(verification.code_ttl),
-            // A scope's counts matter for the window, its block until it ends.
-            fraud.window,
+            Retention {
+                data: database.retention.max(verification.code_ttl),
+                // A scope's counts matter for the window, its block until it ends.
+                fraud: fraud.window,
+                // An hour past the dispatcher's own drop, so that the purge never races it.
+                events: events.max_age + Duration::from_secs(3_600),
+            },
         );
+        let events_task = match &events.webhook {
+            Some(webhook) => {
+                tracing::info!(
+                    max_age_hours = events.max_age.as_secs() / 3_600,
+                    "events: delivering to EVENTS_WEBHOOK_URL"
+                );
+                Some(crate::events::spawn(
+                    storage.clone(),
+                    clock.clone(),
+                    webhook,
+                    events.max_age,
+                )?)
+            }
+            None => None,
+        };
         let verifier = Verifier::new(
             storage.clone(),
             senders,
@@ -131,6 +156,7 @@ impl Application {
             router,
             addr,
             purge_task,
+            events_task,
             drain_timeout,
         })
     }
@@ -149,23 +175,33 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish,
-    /// for at most the drain timeout (`SHUTDOWN_TIMEOUT_SECONDS`).
+    /// for at most the drain timeout (`SHUTDOWN_TIMEOUT_SECONDS`). The events dispatcher stops
+    /// claiming at once and gets the same time for the deliveries it has in flight.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (began, draining) = tokio::sync::oneshot::channel::<()>();
+        let (stop_events, events_stopped) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
             let _ = began.send(());
+            let _ = stop_events.send(());
         };
+        let drain_timeout = self.drain_timeout;
+        let events = self.events_task.map(|task| {
+            tokio::spawn(async move {
+                // Also when the server ends without a signal (the sender is dropped).
+                let _ = events_stopped.await;
+                task.finish(drain_timeout).await;
+            })
+        });
         let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
-        let drain_timeout = self.drain_timeout;
         let deadline = async move {
             match draining.await {
                 Ok(()) => tokio::time::sleep(drain_timeout).await,
@@ -184,6 +220,9 @@ impl Application {
             }
         };
         self.purge_task.abort();
+        if let Some(events) = events {
+            let _ = events.await;
+        }
         tracing::info!("stopped");
         result
     }
@@ -199,25 +238,39 @@ fn twilio_webhook(http: &HttpSettings, sms: &SmsSettings) -> Option<Arc<TwilioWe
     }))
 }
 
-fn spawn_purge(
-    storage: Storage,
-    clock: Arc<dyn Clock>,
-    retention: Duration,
-    fraud_window: Duration,
-) -> JoinHandle<()> {
+/// How long the purge keeps each kind of row.
+struct Retention {
+    data: Duration,
+    fraud: Duration,
+    /// Events that no dispatcher tried for this long.
+    events: Duration,
+}
+
+fn spawn_purge(storage: Storage, clock: Arc<dyn Clock>, keep: Retention) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PURGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let now = clock.now();
-            match storage
-                .purge(now - retention, now - fraud_window, now)
-                .await
-            {
+            match storage.purge(now - keep.data, now - keep.fraud, now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged old verifications"),
                 Err(e) => tracing::warn!(error = %e, "purging old verifications failed"),
+            }
+            match storage.purge_events(now - keep.events).await {
+                Ok(dropped) => {
+                    for event_type in &dropped {
+                        crate::metrics::event_dropped(event_type);
+                    }
+                    if !dropped.is_empty() {
+                        tracing::warn!(
+                            events = dropped.len(),
+                            "dropped events that nobody tried to deliver within EVENTS_MAX_AGE_HOURS"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "purging stale events failed"),
             }
         }
     })

@@ -1,5 +1,6 @@
 //! Fault drills: the database going away under load, Twilio slow or down (alone, and failing over to
-//! the webhook provider), SIGTERM under load, and a soak of full flows.
+//! the webhook provider), SIGTERM under load, SIGKILL while an event is being delivered, and a soak
+//! of full flows.
 //! Each database drill runs its own Postgres cluster (initdb + pg_ctl on a free port), never the
 //! shared server. Its own test binary: these start processes and clusters.
 
@@ -10,6 +11,10 @@ mod helpers;
 #[path = "api/gateway.rs"]
 #[allow(dead_code)]
 mod gateway;
+
+#[path = "api/event_receiver.rs"]
+#[allow(dead_code)]
+mod event_receiver;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -625,6 +630,77 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_process_still_ex
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_an_event_is_being_delivered_loses_nothing_and_the_restart_delivers_it() {
+    let _timed = ONE_AT_A_TIME.read().await;
+    let pg = PrivatePostgres::start();
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(helpers::message_created())
+        .mount(&twilio)
+        .await;
+    let receiver = event_receiver::EventReceiver::start().await;
+    // The first delivery is held: the service is mid-POST when it is killed.
+    receiver.hold_next(Duration::from_secs(60));
+    let url = receiver.url();
+    let env = [
+        ("EVENTS_WEBHOOK_URL", url.as_str()),
+        ("EVENTS_WEBHOOK_SECRET", event_receiver::EVENTS_SECRET),
+    ];
+    let process = start_binary(&pg.url(), &twilio.uri(), &env).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", process.port);
+    let phone = "+12125556100";
+    let sent = client
+        .post(format!("{base}/api/auth/phone/send-code"))
+        .json(&json!({"phone_number": phone}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let requests = twilio.received_requests().await.unwrap_or_default();
+    let form: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_bytes(&requests[0].body).unwrap();
+    let code: String = form["Body"].chars().filter(char::is_ascii_digit).collect();
+    let verified = client
+        .post(format!("{base}/api/auth/phone/verify"))
+        .json(&json!({"phone_number": phone, "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.deliveries().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the event never reached the receiver"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let status = Command::new("kill")
+        .args(["-KILL", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!process.exited().await.success());
+    let restarted = start_binary(&pg.url(), &twilio.uri(), &env).await;
+
+    // Once the dead instance's lease runs out, the new one delivers the same event.
+    let taken = receiver
+        .wait_for("the event after the restart", |t| !t.is_empty())
+        .await;
+    let all = receiver.deliveries();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all[0].held && all.iter().all(|d| d.signed));
+    assert_eq!(taken[0].id, all[0].id);
+    assert_eq!(taken[0].raw, all[0].raw);
+    assert_eq!(taken[0].kind(), "verification.approved");
+    assert_eq!(taken[0].body["data"]["phone_number"], phone);
+    sigterm(restarted.child.id());
+    assert!(restarted.exited().await.success());
+}
+
 /// `phone-verify send-test`: one SMS through the configured provider, and what happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_reports_a_sent_message_and_a_rejected_one_with_a_hint() {
@@ -731,7 +807,7 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("SMS_PROVIDER"), "{stderr}");
 
-    // Failover lists and the webhook's secret: refused before anything starts, one line each.
+    // Failover lists and the webhooks' secrets: refused before anything starts, one line each.
     for (vars, variable) in [
         (
             &[("SMS_PROVIDER", "twilio-verify,webhook")][..],
@@ -751,6 +827,15 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
                 ("SMS_WEBHOOK_SECRET", "whsec_c2hvcnQ="),
             ][..],
             "SMS_WEBHOOK_SECRET",
+        ),
+        // Events without a valid secret would be unsigned or unverifiable: refused.
+        (
+            &[("EVENTS_WEBHOOK_URL", "http://127.0.0.1:9/events")][..],
+            "EVENTS_WEBHOOK_SECRET",
+        ),
+        (
+            &[("EVENTS_MAX_AGE_HOURS", "721")][..],
+            "EVENTS_MAX_AGE_HOURS",
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))

@@ -10,6 +10,10 @@ mod helpers;
 #[allow(dead_code)]
 mod gateway;
 
+#[path = "api/event_receiver.rs"]
+#[allow(dead_code)]
+mod event_receiver;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -118,21 +122,32 @@ async fn logs_hold_no_secret_code_token_or_full_number() {
     assert_eq!(verified.status, 200);
     secrets_in_answers.push(verified.body["token"].as_str().unwrap().to_string());
 
-    // The webhook provider, failing over from a Twilio outage: its secret never shows.
+    // The webhook provider, failing over from a Twilio outage, with events on: neither secret shows.
     let gateway = gateway::FakeGateway::start().await;
+    let receiver = event_receiver::EventReceiver::start().await;
     let options = gateway
         .options()
         .var("SMS_PROVIDER", "twilio-messaging,webhook")
-        .var("TWILIO_API_BASE_URL", "http://127.0.0.1:9");
+        .var("TWILIO_API_BASE_URL", "http://127.0.0.1:9")
+        .var("EVENTS_WEBHOOK_URL", receiver.url())
+        .var("EVENTS_WEBHOOK_SECRET", event_receiver::EVENTS_SECRET);
     let (hook_app, _db3) = spawn_app_with(Backend::Sqlite, options).await;
     assert_eq!(hook_app.send_code("+33612345678").await.status, 200);
-    secrets_in_answers.push(gateway.last_code_for("+33612345678").await);
+    let code = gateway.last_code_for("+33612345678").await;
+    assert_eq!(hook_app.verify("+33612345678", &code).await.status, 200);
+    secrets_in_answers.push(code);
+    receiver.wait_for_kind("verification.approved").await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let webhook_key = gateway::GATEWAY_SECRET.trim_start_matches("whsec_");
     assert!(
         !logs.contains(webhook_key),
         "the webhook secret is in the logs"
+    );
+    let events_key = event_receiver::EVENTS_SECRET.trim_start_matches("whsec_");
+    assert!(
+        !logs.contains(events_key),
+        "the events secret is in the logs"
     );
     assert!(
         logs.lines().count() > 30,

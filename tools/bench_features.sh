@@ -5,7 +5,7 @@
 #   CARGO_TARGET_DIR=/work/perf-target tools/bench_features.sh [OUT_DIR]
 #
 # Knobs (environment):
-#   FEATURES="fraud"        which features (see below)
+#   FEATURES="fraud"        which features (see below): fraud, events, or both
 #   BACKENDS="postgres"     USERS=64  LATENCY=0 (fake Twilio, ms)  DURATION=12  WARMUP=3  ROUNDS=3
 #   SKIP_BUILD=1            use the binaries already built
 # Features, as pairs of service environments (off, on):
@@ -13,6 +13,10 @@
 #          guard counts and checks every send and every approval but never refuses: the load's
 #          first 64 concurrent sends to one prefix would otherwise exceed the default floor of 20
 #          before any code is verified, and a block would end the run.
+#   events: EVENTS_WEBHOOK_URL unset vs set, pointed at a receiver that this script starts (a
+#          Python http.server answering 204 to every POST): each flow's approval writes its event in
+#          the verify statement and the dispatcher delivers it, so "on" pays for the outbox rows,
+#          the claims and deletes, the signed POSTs and the receiver's CPU on this machine too.
 # Prints one line per run and, at the end, the median flows/s per variant and their ratio;
 # OUT_DIR keeps each run's JSON, text report and service log, and summary.md.
 set -euo pipefail
@@ -38,10 +42,42 @@ build_binaries
 describe_machine 1 "FEATURES='$FEATURES' BACKENDS='$BACKENDS' USERS=$USERS LATENCY=$LATENCY DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS" \
   | tee "$out/machine.txt" >&2
 
+# The events receiver, started only when FEATURES names events: a free port, a 204 to every POST.
+receiver_pid=""
+stop_receiver() { [[ -n $receiver_pid ]] && kill "$receiver_pid" 2>/dev/null || true; }
+trap stop_receiver EXIT
+if [[ " $FEATURES " == *" events "* ]]; then
+  receiver_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  python3 - "$receiver_port" <<'PY' &
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real backend would
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(204)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+PY
+  receiver_pid=$!
+  for _ in $(seq 1 50); do
+    curl -fsS -o /dev/null -X POST "http://127.0.0.1:$receiver_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$receiver_port/" \
+    || { log "the events receiver did not start"; exit 2; }
+  log "events receiver on 127.0.0.1:$receiver_port (pid $receiver_pid)"
+fi
+
 variant_env() { # FEATURE off|on -> --service-env arguments
   case "$1:$2" in
     fraud:off) echo "--service-env FRAUD_GUARD=off" ;;
     fraud:on) echo "--service-env FRAUD_GUARD=enforce --service-env FRAUD_MIN_UNVERIFIED_PER_PREFIX=1000000 --service-env FRAUD_MIN_UNVERIFIED_PER_COUNTRY=1000000" ;;
+    events:off) echo "" ;;
+    # The Standard Webhooks library's test secret: the receiver does not check signatures.
+    events:on) echo "--service-env EVENTS_WEBHOOK_URL=http://127.0.0.1:$receiver_port/events --service-env EVENTS_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" ;;
     *) log "unknown feature $1"; exit 2 ;;
   esac
 }

@@ -8,6 +8,7 @@ mod vars;
 
 pub use vars::{ConfigError, Environment, Source, Vars};
 
+use crate::events::EventsSettings;
 use crate::fraud::FraudSettings;
 use crate::http::HttpSettings;
 use crate::sms::{SmsProviderKind, SmsSettings};
@@ -33,6 +34,7 @@ pub struct Config {
     pub sms: SmsSettings,
     pub verification: VerificationSettings,
     pub fraud: FraudSettings,
+    pub events: EventsSettings,
     pub token: TokenSettings,
 }
 
@@ -59,6 +61,7 @@ impl Config {
             sms: SmsSettings::from_vars(&vars)?,
             verification: VerificationSettings::from_vars(&vars)?,
             fraud: FraudSettings::from_vars(&vars, app_env)?,
+            events: EventsSettings::from_vars(&vars)?,
             token: TokenSettings::from_vars(&vars)?,
             log_format: LogFormat::from_vars(&vars)?,
         };

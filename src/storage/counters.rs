@@ -10,7 +10,7 @@ use super::db::{self, Db, Param, Row, Sql};
 use super::outcomes::{CapScope, CounterCap, NewSend};
 
 // Postgres: the counters are CTEs of the send statement (one round trip), after the fraud guard's
-// (PG_FRAUD, whose `fraud_ok` they wait for). The client IP's and the country's counters for this
+// (`fraud::pg_fraud()`, whose `fraud_ok` they wait for). The client IP's and the country's counters for this
 // hour are taken, each only while under its cap ($11 and $14, 0 = not counted); `counted` says
 // whether both were. $12 is the window's start.
 pub(super) const PG_COUNTERS: &str = r#"

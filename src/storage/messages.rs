@@ -2,10 +2,13 @@
 //! only moves forward. A code's first message is inserted by the send statement
 //! (`verifications::send`); custom SMS and the further attempts of a failover here.
 
+use std::sync::OnceLock;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{Param, Row, Sql, purge_sql};
+use super::events;
 use super::{Storage, StorageError};
 use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
@@ -77,42 +80,67 @@ macro_rules! forward_only {
 }
 
 // The provider's answer to the send itself.
-const ANSWERED: Sql = Sql::same(concat!(
-    r#"
+macro_rules! answered {
+    () => {
+        concat!(
+            r#"
 update message set status = $2,
     provider_message_id = coalesce($3, provider_message_id),
     error_code = coalesce($4, error_code),
     accepted_at = case when $2 in ('accepted', 'sent') then $5 else accepted_at end,
     status_updated_at = $5
 where message_id = $1"#,
-    forward_only!()
-));
+            forward_only!()
+        )
+    };
+}
+const ANSWERED: Sql = Sql::same(answered!());
 
 // A delivery report: found by the provider's id, applied only forward, so of two instances that
 // receive the same callback one changes the row and the other finds nothing to change.
-const REPORTED: Sql = Sql::same(concat!(
-    r#"
+macro_rules! reported {
+    () => {
+        concat!(
+            r#"
 update message set status = $2,
     error_code = coalesce($4, error_code),
     accepted_at = coalesce(accepted_at, $5),
     status_updated_at = $5
 where provider = $1 and provider_message_id = $3"#,
-    forward_only!(),
-    "returning message_id, verification_id, channel, accepted_at\n"
-));
+            forward_only!()
+        )
+    };
+}
 
 // A report from our own gateway names our message id; the provider condition keeps it to the
 // webhook's messages.
-const REPORTED_BY_ID: Sql = Sql::same(concat!(
-    r#"
+macro_rules! reported_by_id {
+    () => {
+        concat!(
+            r#"
 update message set status = $2,
     error_code = coalesce($4, error_code),
     accepted_at = coalesce(accepted_at, $5),
     status_updated_at = $5
 where message_id = $1 and provider = $3"#,
-    forward_only!(),
-    "returning message_id, verification_id, channel, accepted_at\n"
-));
+            forward_only!()
+        )
+    };
+}
+
+// Each update as it returns the change; for a status that events report, its event is written
+// with it (`events::update_with_status_event` reads these columns).
+macro_rules! returning_change {
+    () => {
+        "returning message_id, verification_id, channel, accepted_at, phone_number, error_code, status\n"
+    };
+}
+const ANSWERED_CHANGE: Sql = Sql::same(concat!(answered!(), returning_change!()));
+const REPORTED: Sql = Sql::same(concat!(reported!(), returning_change!()));
+const REPORTED_BY_ID: Sql = Sql::same(concat!(reported_by_id!(), returning_change!()));
+static ANSWERED_EVENT: OnceLock<String> = OnceLock::new();
+static REPORTED_EVENT: OnceLock<String> = OnceLock::new();
+static REPORTED_BY_ID_EVENT: OnceLock<String> = OnceLock::new();
 
 const PURGE: Sql = purge_sql!("message", "message_id", "created_at");
 
@@ -176,6 +204,14 @@ impl Storage {
             Param::OptText(error_code),
             Param::Time(now),
         ];
+        // A send that ended unavailable leaves its message `failed`: a change that events report.
+        if self.events && events::reported(status) {
+            let update = (ANSWERED_CHANGE, &ANSWERED_EVENT);
+            return self
+                .update_message(update, &params, status, now)
+                .await
+                .map(drop);
+        }
         self.db.execute(ANSWERED, &params).await.map(drop)
     }
 
@@ -197,7 +233,9 @@ impl Storage {
             Param::OptText(error_code),
             Param::Time(now),
         ];
-        let row = self.db.fetch_optional(REPORTED, &params).await?;
+        let row = self
+            .update_message((REPORTED, &REPORTED_EVENT), &params, status, now)
+            .await?;
         status_change(row, provider, status, now)
     }
 
@@ -219,8 +257,25 @@ impl Storage {
             Param::OptText(error_code),
             Param::Time(now),
         ];
-        let row = self.db.fetch_optional(REPORTED_BY_ID, &params).await?;
+        let update = (REPORTED_BY_ID, &REPORTED_BY_ID_EVENT);
+        let row = self.update_message(update, &params, status, now).await?;
         status_change(row, provider, status, now)
+    }
+
+    /// Runs a message update that returns the change, with its message.status event when events
+    /// are on and the new status is one they report.
+    async fn update_message(
+        &self,
+        (update, with_event): (Sql, &'static OnceLock<String>),
+        params: &[Param<'_>],
+        status: MessageStatus,
+        now: OffsetDateTime,
+    ) -> Result<Option<Row>, StorageError> {
+        if self.events && events::reported(status) {
+            events::update_with_status_event(&self.db, update, with_event, params, now).await
+        } else {
+            self.db.fetch_optional(update, params).await
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! One module per table holds that table's statements for both dialects, sharing the text where
 //! the dialects agree: `verifications` (one row per phone number: its current verification and the
 //! times of its recent sends), `counters` (sends per client IP and per country) and `fraud` (the
-//! fraud guard's counts and blocks per prefix and country). `db` binds
+//! fraud guard's counts and blocks per prefix and country) and `events` (the outbox of outgoing
+//! events, written by the statements above when events are on). `db` binds
 //! parameters and reads columns the way each dialect stores them. Every limit is a condition of the
 //! one statement that changes a row, so concurrent requests and several instances sharing a
 //! database serialize on that row and cannot get past a limit together.
@@ -11,12 +12,14 @@
 mod counters;
 mod db;
 mod error;
+mod events;
 mod fraud;
 mod gate;
 mod messages;
 mod outcomes;
 mod records;
 mod settings;
+mod tx;
 mod verifications;
 
 use std::time::Duration;
@@ -26,6 +29,10 @@ use time::OffsetDateTime;
 use gate::Gate;
 
 pub use error::StorageError;
+pub use events::{
+    FRAUD_BLOCKED, MAX_ATTEMPTS_REACHED, MESSAGE_STATUS, StoredBlock, StoredEvent,
+    VERIFICATION_APPROVED,
+};
 pub use fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope, RING_SLOTS};
 pub use messages::{FailoverAttempt, NewMessage, StatusChange};
 pub use outcomes::{
@@ -42,6 +49,8 @@ pub use settings::DatabaseSettings;
 pub struct Storage {
     db: db::Db,
     gate: Gate,
+    /// Write an event with each change that one reports (`EVENTS_WEBHOOK_URL` is set).
+    events: bool,
 }
 
 /// Connects to the database named by the URL, creating what is needed, and applies migrations.
@@ -53,6 +62,7 @@ pub async fn connect(
     Ok(Storage {
         db: db::Db::connect(url, max_connections, acquire_timeout).await?,
         gate: Gate::new(max_connections, acquire_timeout),
+        events: false,
     })
 }
 
@@ -60,6 +70,12 @@ impl Storage {
     /// Name of the backend, for logs.
     pub fn backend(&self) -> &'static str {
         self.db.backend()
+    }
+
+    /// The same storage, writing events with the changes they report (or not).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
     }
 
     /// Deletes verifications untouched since `before`, the counter windows before its window, and

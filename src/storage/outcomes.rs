@@ -165,6 +165,9 @@ pub enum AttemptResult {
     Refund,
     /// The provider locked the verification: no attempts left here either.
     Exhausted,
+    /// The provider said the code is wrong, and its attempt was the last: nothing changes (the
+    /// attempt counted when taken), but the verification is now locked, which is an event.
+    LastWrong,
 }
 
 /// What a failed reservation or check read back, to say why it failed.

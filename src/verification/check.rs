@@ -114,6 +114,10 @@ impl Verifier {
             }
             Ok(ProviderVerdict::WrongCode) => {
                 tracing::info!(phone = %phone.masked(), attempts_remaining, "wrong code");
+                if attempts_remaining == 0 {
+                    // The attempt taken for this code was the last: the verification is locked.
+                    finish(AttemptResult::LastWrong).await?;
+                }
                 Err(Error::InvalidCode { attempts_remaining })
             }
             Ok(ProviderVerdict::NotFound) => {

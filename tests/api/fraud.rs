@@ -19,9 +19,9 @@ const TOKEN: &str = "internal-token-0123456789";
 const PREFIX: &str = "+121255";
 const OTHER_PREFIX: &str = "+121355";
 
-/// The fraud metrics are process-wide: the tests here (the only ones whose sends block anything)
-/// take turns, so one test's deltas are its own.
-static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The fraud metrics are process-wide: the tests whose sends block anything (these, and the
+/// fraud.blocked event's) take turns, so one test's deltas are its own.
+pub(crate) static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 both_backends!(
     an_attack_on_one_prefix_gets_exactly_the_floor_through_two_instances,

@@ -5,6 +5,8 @@ mod helpers;
 mod abuse;
 mod callbacks;
 mod concurrency;
+mod event_receiver;
+mod events;
 mod failover;
 mod fraud;
 mod gateway;

@@ -2,11 +2,12 @@
 """Generates tools/ceiling/flow.sql, the pgbench script for the database ceiling, from the SQL the
 service runs per flow on Postgres, taken verbatim from src/storage/:
 
-  send   = pg_fraud() + PG_COUNTERS + PG_START_SEND + PG_RECORDS + PG_FRAUD_COLUMNS
-           (fraud.rs, counters.rs, verifications/send.rs: Storage::reserve_send on Postgres, one
+  send   = pg_fraud() + PG_FRAUD_EVENTS + PG_COUNTERS + PG_START_SEND + PG_RECORDS + PG_FRAUD_COLUMNS
+           (fraud/, events.rs, counters.rs, verifications/send.rs: Storage::reserve_send on
+           Postgres, one statement)
+  verify = with checked as (CHECK_UPDATE) PG_CHECK_RECORDS PG_CHECK_FRAUD PG_CHECK_EVENTS
+           PG_CHECK_SELECT (verifications/mod.rs, fraud/, events.rs: Storage::check_code, one
            statement)
-  verify = with checked as (CHECK_UPDATE) PG_CHECK_RECORDS PG_CHECK_FRAUD PG_CHECK_SELECT
-           (verifications/mod.rs, fraud.rs: Storage::check_code, one statement)
 
 Each $n placeholder becomes a pgbench variable with an explicit cast to the type sqlx binds for it
 (sqlx sends typed parameters; pgbench -M prepared sends untyped ones, so the cast gives the server
@@ -31,11 +32,12 @@ SOURCES = [
     STORAGE / "fraud" / "mod.rs",
     STORAGE / "fraud" / "postgres.rs",
     STORAGE / "counters.rs",
+    STORAGE / "events.rs",
     STORAGE / "verifications" / "send.rs",
     STORAGE / "verifications" / "mod.rs",
 ]
 TARGET = ROOT / "tools" / "ceiling" / "flow.sql"
-FROM = "src/storage/fraud/, counters.rs and verifications/"
+FROM = "src/storage/fraud/, events.rs, counters.rs and verifications/"
 
 # Param variant -> the Postgres type db.rs binds it as
 PARAM_TYPES = {
@@ -78,6 +80,8 @@ SEND_BINDS = {
     "fraud.min_per_country": "min_country",
     "fraud.ratio": "ratio",
     "fraud.block_until": "block_until",
+    # Events: -D events=false (off, the default) or true (EVENTS_WEBHOOK_URL set).
+    "self.events": "events",
 }
 # Variables that must differ per flow, where a -D constant would not: a message id per send (the
 # message table's primary key), derived from the flow's unique number.
@@ -92,6 +96,7 @@ CHECK_BINDS = {
     "&check.fraud_keys.prefix": "prefix",
     "&check.fraud_keys.country": "country",
     "RING_SLOTS as i32": "ring",
+    "self.events": "events",
 }
 
 
@@ -103,9 +108,9 @@ def constants(src):
     # Postgres texts are `&str` constants named PG_…; shared ones are `Sql::same(..)`.
     found = dict(re.findall(r'const (PG_\w+|CHECK_UPDATE): &str = r#"(.*?)"#;', src, re.S))
     found.update(re.findall(r'const (\w+): Sql = Sql::same\(\s*r#"(.*?)"#,?\s*\);', src, re.S))
-    for name in ("PG_FRAUD_HEAD", "PG_FRAUD_SCOPE", "PG_FRAUD_TAIL", "PG_COUNTERS", "PG_START_SEND",
-                 "PG_RECORDS", "PG_FRAUD_COLUMNS", "CHECK_UPDATE", "PG_CHECK_RECORDS", "PG_CHECK_FRAUD",
-                 "PG_CHECK_SELECT"):
+    for name in ("PG_FRAUD_HEAD", "PG_FRAUD_SCOPE", "PG_FRAUD_TAIL", "PG_FRAUD_EVENTS", "PG_COUNTERS",
+                 "PG_START_SEND", "PG_RECORDS", "PG_FRAUD_COLUMNS", "CHECK_UPDATE", "PG_CHECK_RECORDS",
+                 "PG_CHECK_FRAUD", "PG_CHECK_EVENTS", "PG_CHECK_SELECT"):
         if name not in found:
             die(f"constant {name} not found")
     return found
@@ -180,24 +185,25 @@ def substitute(sql, bound, what):
 def generate():
     src = "\n".join(path.read_text() for path in SOURCES)
     c = constants(src)
-    if '"{}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",\n                pg_fraud()' not in fn_body(src, "send_postgres"):
-        die("send_postgres() no longer runs pg_fraud() + PG_COUNTERS + PG_START_SEND + PG_RECORDS + PG_FRAUD_COLUMNS")
-    if '"with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}{PG_CHECK_FRAUD}{PG_CHECK_SELECT}"' not in fn_body(src, "check_code_sql", fn=True):
-        die("check_code_sql() no longer builds the Postgres check from CHECK_UPDATE + PG_CHECK_RECORDS + PG_CHECK_FRAUD + PG_CHECK_SELECT")
+    if '"{}{PG_FRAUD_EVENTS}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",' not in fn_body(src, "send_postgres"):
+        die("send_postgres() no longer runs pg_fraud() + PG_FRAUD_EVENTS + PG_COUNTERS + PG_START_SEND + PG_RECORDS + PG_FRAUD_COLUMNS")
+    if '"with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}{PG_CHECK_FRAUD}{PG_CHECK_EVENTS}{PG_CHECK_SELECT}"' not in fn_body(src, "check_code_sql", fn=True):
+        die("check_code_sql() no longer builds the Postgres check from CHECK_UPDATE + PG_CHECK_RECORDS + PG_CHECK_FRAUD + PG_CHECK_EVENTS + PG_CHECK_SELECT")
     if "send_postgres(pool, send, &params, window)" not in fn_body(src, "reserve_send"):
         die("reserve_send() no longer passes all its params to send_postgres()")
-    if ".fetch_optional(check_code_sql(), &params[..used])" not in fn_body(src, "check_code"):
+    if ".fetch_optional(check_code_sql(), &params)" not in fn_body(src, "check_code"):
         die("check_code() no longer runs check_code_sql()")
     send_binds = binds(fn_body(src, "reserve_send"), SEND_BINDS, "send")
     check_binds = binds(fn_body(src, "check_code"), CHECK_BINDS, "verify")
     send_sql = substitute(
-        pg_fraud(src, c) + c["PG_COUNTERS"] + c["PG_START_SEND"] + c["PG_RECORDS"] + c["PG_FRAUD_COLUMNS"],
+        pg_fraud(src, c) + c["PG_FRAUD_EVENTS"] + c["PG_COUNTERS"] + c["PG_START_SEND"] + c["PG_RECORDS"]
+        + c["PG_FRAUD_COLUMNS"],
         send_binds,
         "send",
     )
     check_sql = substitute(
         "with checked as (" + c["CHECK_UPDATE"] + ")" + c["PG_CHECK_RECORDS"] + c["PG_CHECK_FRAUD"]
-        + c["PG_CHECK_SELECT"],
+        + c["PG_CHECK_EVENTS"] + c["PG_CHECK_SELECT"],
         check_binds,
         "verify",
     )
@@ -207,10 +213,11 @@ def generate():
 
     return f"""-- GENERATED by tools/ceiling/gen_flow_sql.py from {FROM}: do not edit.
 -- One pgbench transaction = one flow = the two statements the service runs per flow on Postgres, in
--- autocommit like the service: the send (pg_fraud() + PG_COUNTERS + PG_START_SEND + PG_RECORDS + PG_FRAUD_COLUMNS, as
--- Storage::reserve_send runs it) and the verify (CHECK_UPDATE + PG_CHECK_RECORDS + PG_CHECK_FRAUD + PG_CHECK_SELECT, as
--- Storage::check_code runs it). Run with -M prepared over TCP; run.sh passes the -D variables (times computed like the
--- service's binds, caps off as in the benchmark, the fraud guard as FRAUD_MODE says).
+-- autocommit like the service: the send (pg_fraud() + PG_FRAUD_EVENTS + PG_COUNTERS + PG_START_SEND + PG_RECORDS +
+-- PG_FRAUD_COLUMNS, as Storage::reserve_send runs it) and the verify (CHECK_UPDATE + PG_CHECK_RECORDS + PG_CHECK_FRAUD +
+-- PG_CHECK_EVENTS + PG_CHECK_SELECT, as Storage::check_code runs it). Run with -M prepared over TCP; run.sh passes the
+-- -D variables (times computed like the service's binds, caps off as in the benchmark, the fraud guard as FRAUD_MODE
+-- says, events as EVENTS says).
 --
 -- send binds:
 {bind_doc(send_binds)}

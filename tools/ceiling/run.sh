@@ -8,7 +8,7 @@
 #
 # Prints pgbench's output, the CPU used meanwhile (postgres_cpu_percent=, pgbench_cpu_percent=,
 # machine_cpu_percent=; 100 = one core) and, as the last line, "ceiling_tps=<transactions/s>".
-# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGBENCH (pgbench),
+# Environment: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), PGBENCH (pgbench), EVENTS (false),
 # PGBENCH_THREADS (2), CEILING_DB (pv_bench_ceiling_<pid>; created, then dropped), FRAUD_MODE (the
 # fraud guard: 0 off, 1 monitor, 2 enforce, with floors out of reach as in tools/bench_features.sh;
 # default 1, the service's default outside production).
@@ -59,6 +59,8 @@ vars=(
   -D "fraud_mode=${FRAUD_MODE:-1}" -D "slot=$slot" -D "position=$(( slot % 60 + 1 ))" -D ring=60
   -D min_prefix=1000000 -D min_country=1000000 -D ratio=1.0 -D "block_until=$(ts $((now_s + 43200)))"
   -D seq=0
+  # Events on (true: the approvals' events are written, as with EVENTS_WEBHOOK_URL set) or off.
+  -D "events=${EVENTS:-false}"
 )
 
 run() { # base seconds

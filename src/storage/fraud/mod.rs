@@ -15,6 +15,7 @@ mod postgres;
 pub(super) use postgres::{PG_CHECK_FRAUD, PG_FRAUD_COLUMNS, pg_fraud};
 
 use super::db::{self, Db, Param, Row, Sql};
+use super::tx::Tx;
 use super::{Storage, StorageError};
 
 /// Slots per window: a message leaves the counts within 1/60 of the window of its end.
@@ -46,7 +47,7 @@ impl FraudCheck {
         self.slot - RING_SLOTS + 1
     }
 
-    /// The binds the Postgres send statement takes from $18 on (see `PG_FRAUD`).
+    /// The binds the Postgres send statement takes from $18 on (see `pg_fraud()`).
     pub(super) fn mode(check: Option<&FraudCheck>) -> i32 {
         match check {
             None => 0,
@@ -128,6 +129,11 @@ impl ScopeOutcome {
         self.bits & 1 != 0
     }
 
+    /// This send blocked the scope.
+    pub(super) fn made_a_block(self) -> bool {
+        self.bits & 2 != 0
+    }
+
     /// Over the limit or blocked: refused in enforce mode, would have been in monitor mode.
     pub(super) fn over(self) -> bool {
         self.bits & 4 != 0
@@ -141,7 +147,7 @@ impl ScopeOutcome {
         check: &FraudCheck,
         now: OffsetDateTime,
     ) -> Option<FraudBlock> {
-        (self.bits & 2 != 0).then(|| FraudBlock {
+        self.made_a_block().then(|| FraudBlock {
             scope,
             key: key.to_string(),
             since: now,
@@ -152,7 +158,7 @@ impl ScopeOutcome {
     }
 }
 
-// SQLite: one scope's decision, the same as PG_FRAUD's, as one upsert inside the send's
+// SQLite: one scope's decision, the same as `pg_fraud()`'s, as one upsert inside the send's
 // transaction (the ring as JSON arrays; $7 the slot's JSON path). The fresh row's arrays ($3 to
 // $5) are made by the caller.
 const SQLITE_FRAUD: &str = r#"
@@ -371,6 +377,24 @@ pub(super) async fn adjust(
     ] {
         let params = adjust_params(scope, key, counted.slot, unverified, verified, now);
         db.execute(ADJUST, &params).await?;
+    }
+    Ok(())
+}
+
+/// `adjust`, inside a transaction (an approval that records itself statement by statement).
+pub(super) async fn adjust_in(
+    tx: &mut Tx,
+    counted: &FraudCounted,
+    unverified: i32,
+    verified: i32,
+    now: OffsetDateTime,
+) -> Result<(), StorageError> {
+    for (scope, key) in [
+        (FraudScope::Prefix, &counted.prefix),
+        (FraudScope::Country, &counted.country),
+    ] {
+        let params = adjust_params(scope, key, counted.slot, unverified, verified, now);
+        tx.execute(ADJUST, &params).await?;
     }
     Ok(())
 }

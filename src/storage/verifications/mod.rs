@@ -12,18 +12,20 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{Db, Param, Row, Sql, purge_sql};
+use super::events::{self, MAX_ATTEMPTS_REACHED, PG_CHECK_EVENTS, VERIFICATION_APPROVED};
 use super::fraud::{self, FraudCounted, PG_CHECK_FRAUD, RING_SLOTS};
 use super::outcomes::{
     AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, FraudKeys, RETRIES, RowState,
     classify_refused_check,
 };
+use super::tx::Tx;
 use super::{Storage, StorageError};
 use crate::domain::PhoneNumber;
 
 // Compares and counts in one statement: the WHERE admits only a pending, unexpired code with attempts
 // left, and the row lock makes concurrent checks take turns, so a code is approved once and wrong
-// attempts stop at the maximum. SQLite runs it as it is (the record and message follow, in
-// `record_approval`); Postgres runs it inside PG_CHECK_RECORDS's statement.
+// attempts stop at the maximum. SQLite runs it as it is (the record, message and event follow in
+// its transaction, `check_sqlite`); Postgres runs it inside PG_CHECK_RECORDS's statement.
 const CHECK_UPDATE: &str = r#"
 update verification set
     attempts = attempts + case when code_hash = $2 then 0 else 1 end,
@@ -40,8 +42,9 @@ returning verification_id, status = 'approved' as approved, attempts, current_se
 "#;
 
 // Postgres: the same statement records the approval in the verification's record and marks its
-// message converted: `with checked as (CHECK_UPDATE)`, these, and the fraud guard's move of the
-// message from unverified to verified (PG_CHECK_FRAUD) before the final select.
+// message converted: `with checked as (CHECK_UPDATE)`, these, the fraud guard's move of the
+// message from unverified to verified (PG_CHECK_FRAUD) and the event (PG_CHECK_EVENTS) before the
+// final select.
 const PG_CHECK_RECORDS: &str = r#"
 , approved_record as (
     update verification_record r set status = 'approved', approved_at = $3,
@@ -61,7 +64,7 @@ static PG_CHECK_SQL: OnceLock<String> = OnceLock::new();
 fn check_code_sql() -> Sql {
     let pg = PG_CHECK_SQL.get_or_init(|| {
         format!(
-            "with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}{PG_CHECK_FRAUD}{PG_CHECK_SELECT}"
+            "with checked as ({CHECK_UPDATE}){PG_CHECK_RECORDS}{PG_CHECK_FRAUD}{PG_CHECK_EVENTS}{PG_CHECK_SELECT}"
         )
     });
     Sql::each(pg.as_str(), CHECK_UPDATE)
@@ -110,11 +113,11 @@ returning verification_id
 "#,
 );
 
+// Only while attempts were left, so that the verification is locked (and its event written) once.
 const EXHAUST_ATTEMPTS: Sql = Sql::same(
     r#"
-update verification set attempts = case when attempts > $4 then attempts else $4 end,
-    updated_at = $3
-where phone_number = $1 and verification_id = $2 and status = 'pending'
+update verification set attempts = $4, updated_at = $3
+where phone_number = $1 and verification_id = $2 and status = 'pending' and attempts < $4
 returning verification_id
 "#,
 );
@@ -150,7 +153,7 @@ impl Storage {
     /// attempt, never more than `max_attempts`.
     pub async fn check_code(&self, check: CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
         let _turn = self.gate.enter().await?;
-        // $5 to $7 are PG_CHECK_FRAUD's (Postgres only).
+        // $5 to $7 are PG_CHECK_FRAUD's, $8 PG_CHECK_EVENTS' (Postgres only).
         let params = [
             Param::Text(check.phone.as_ref()),
             Param::Bytes(Some(&check.code_hash)),
@@ -159,21 +162,15 @@ impl Storage {
             Param::Text(&check.fraud_keys.prefix),
             Param::Text(&check.fraud_keys.country),
             Param::Int4(RING_SLOTS as i32),
+            Param::Bool(self.events),
         ];
-        let used = match self.db {
-            Db::Postgres(_) => params.len(),
-            Db::Sqlite(_) => 4,
-        };
         for _ in 0..RETRIES {
-            match self
-                .db
-                .fetch_optional(check_code_sql(), &params[..used])
-                .await?
-            {
+            let row = match self.db {
+                Db::Postgres(_) => self.db.fetch_optional(check_code_sql(), &params).await?,
+                Db::Sqlite(_) => self.check_sqlite(&check, &params[..4]).await?,
+            };
+            match row {
                 Some(row) if row.get(1)? => {
-                    if matches!(self.db, Db::Sqlite(_)) {
-                        record_approval(&self.db, &row, &check.fraud_keys, check.now).await?;
-                    }
                     return Ok(CheckOutcome::Approved {
                         verification_id: row.get(0)?,
                         verified_at: check.now,
@@ -195,6 +192,34 @@ impl Storage {
             }
         }
         Err(StorageError::refused_without_reason("check"))
+    }
+
+    /// SQLite: CHECK_UPDATE and what an approval records, and the event, in one transaction.
+    async fn check_sqlite(
+        &self,
+        check: &CodeCheck<'_>,
+        params: &[Param<'_>],
+    ) -> Result<Option<Row>, StorageError> {
+        let mut tx = self.db.begin().await?;
+        let row = tx.fetch_optional(check_code_sql(), params).await?;
+        if let Some(row) = &row {
+            let approved: bool = row.get(1)?;
+            if approved {
+                record_approval(&mut tx, row, &check.fraud_keys, check.now).await?;
+            }
+            let last_wrong = !approved && row.int(2)? >= i64::from(check.max_attempts);
+            if self.events && (approved || last_wrong) {
+                let kind = if approved {
+                    VERIFICATION_APPROVED
+                } else {
+                    MAX_ATTEMPTS_REACHED
+                };
+                events::verification_event(&mut tx, kind, check.phone, row.get(0)?, check.now)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Takes one attempt on a provider-kept code, within the same limits as `check_code`.
@@ -226,8 +251,9 @@ impl Storage {
         Err(StorageError::refused_without_reason("attempt"))
     }
 
-    /// Records what the provider said about an attempt. For `Approved`, returns false when the
-    /// verification was no longer pending (another request approved it first).
+    /// Records what the provider said about an attempt, with its event, in one transaction. For
+    /// `Approved`, returns false when the verification was no longer pending (another request
+    /// approved it first).
     pub async fn finish_attempt(
         &self,
         phone: &PhoneNumber,
@@ -244,25 +270,46 @@ impl Storage {
             Param::Time(now),
             Param::Int4(max_attempts as i32),
         ];
-        // Only EXHAUST_ATTEMPTS has a $4.
-        let (sql, used) = match result {
-            AttemptResult::Approved => (APPROVE_ATTEMPT, 3),
-            AttemptResult::Refund => (REFUND_ATTEMPT, 3),
-            AttemptResult::Exhausted => (EXHAUST_ATTEMPTS, 4),
+        // Only EXHAUST_ATTEMPTS has a $4; a last wrong code changes nothing but is an event.
+        let (sql, used, event) = match result {
+            AttemptResult::Approved => (APPROVE_ATTEMPT, 3, Some(VERIFICATION_APPROVED)),
+            AttemptResult::Refund => (REFUND_ATTEMPT, 3, None),
+            AttemptResult::Exhausted => (EXHAUST_ATTEMPTS, 4, Some(MAX_ATTEMPTS_REACHED)),
+            AttemptResult::LastWrong if self.events => {
+                let mut tx = self.db.begin().await?;
+                events::verification_event(
+                    &mut tx,
+                    MAX_ATTEMPTS_REACHED,
+                    phone,
+                    verification_id,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(true);
+            }
+            AttemptResult::LastWrong => return Ok(true),
         };
-        let row = self.db.fetch_optional(sql, &params[..used]).await?;
-        if let (AttemptResult::Approved, Some(row)) = (result, &row) {
-            record_approval(&self.db, row, fraud_keys, now).await?;
+        let mut tx = self.db.begin().await?;
+        let row = tx.fetch_optional(sql, &params[..used]).await?;
+        if let Some(row) = &row {
+            if result == AttemptResult::Approved {
+                record_approval(&mut tx, row, fraud_keys, now).await?;
+            }
+            if let Some(kind) = event.filter(|_| self.events) {
+                events::verification_event(&mut tx, kind, phone, verification_id, now).await?;
+            }
         }
+        tx.commit().await?;
         Ok(row.is_some())
     }
 }
 
-/// After an approval that did not record itself (SQLite, Twilio Verify): the verification's record,
-/// its converted message and the fraud guard's counts. `row` is (verification_id, …, attempts,
+/// Inside the approval's transaction (SQLite, Twilio Verify): the verification's record, its
+/// converted message and the fraud guard's counts. `row` is (verification_id, …, attempts,
 /// current_send_id, fraud_slot) as the approving statement returned it.
 async fn record_approval(
-    db: &Db,
+    tx: &mut Tx,
     row: &Row,
     keys: &FraudKeys,
     now: OffsetDateTime,
@@ -277,8 +324,8 @@ async fn record_approval(
         Param::Time(now),
         Param::Int4(attempts as i32),
     ];
-    db.execute(APPROVE_RECORD, &record).await?;
-    db.execute(CONVERT_MESSAGE, &[Param::Uuid(send_id), Param::Time(now)])
+    tx.execute(APPROVE_RECORD, &record).await?;
+    tx.execute(CONVERT_MESSAGE, &[Param::Uuid(send_id), Param::Time(now)])
         .await?;
     if let Some(slot) = fraud_slot {
         let counted = FraudCounted {
@@ -286,7 +333,7 @@ async fn record_approval(
             country: keys.country.clone(),
             slot,
         };
-        fraud::adjust(db, &counted, -1, 1, now).await?;
+        fraud::adjust_in(tx, &counted, -1, 1, now).await?;
     }
     Ok(())
 }

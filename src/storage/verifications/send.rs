@@ -12,6 +12,7 @@ use super::send_sqlite::{SQLITE_RELEASE_SEND, send_sqlite};
 use crate::domain::PhoneNumber;
 use crate::storage::counters::{self, PG_COUNTERS, cap_binds, counted_caps, filled_caps};
 use crate::storage::db::{self, Db, Param, Row};
+use crate::storage::events::PG_FRAUD_EVENTS;
 use crate::storage::fraud::{
     self, FraudCheck, FraudCounted, FraudScope, PG_FRAUD_COLUMNS, RING_SLOTS, ScopeOutcome,
     pg_fraud,
@@ -136,8 +137,8 @@ impl Storage {
         let (ip_key, ip_max) = cap_binds(&send.ip_cap);
         let (country_key, country_max) = cap_binds(&send.country_cap);
         let fraud = FraudBinds::of(send);
-        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS, $15 to $17 to PG_RECORDS and
-        // $18 to $26 to the fraud guard's CTEs (Postgres only).
+        // $1 to $9 are the row's; $10 to $14 belong to PG_COUNTERS, $15 to $17 to PG_RECORDS,
+        // $18 to $26 to the fraud guard's CTEs and $27 to PG_FRAUD_EVENTS (Postgres only).
         let params = [
             Param::Text(send.phone.as_ref()),
             Param::Uuid(send.new_verification_id),
@@ -165,11 +166,14 @@ impl Storage {
             Param::Int8(fraud.min_per_country),
             Param::Float(fraud.ratio),
             Param::Time(fraud.block_until),
+            Param::Bool(self.events),
         ];
         for _ in 0..RETRIES {
             let tried = match &self.db {
                 Db::Postgres(pool) => send_postgres(pool, send, &params, window).await?,
-                Db::Sqlite(pool) => send_sqlite(pool, send, &params[..9], window).await?,
+                Db::Sqlite(pool) => {
+                    send_sqlite(pool, send, &params[..9], window, self.events).await?
+                }
             };
             match tried {
                 Tried::Sent {
@@ -346,13 +350,13 @@ async fn send_postgres(
     let sql = match send.kind {
         SendKind::Start => PG_START_SEND_SQL.get_or_init(|| {
             format!(
-                "{}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
+                "{}{PG_FRAUD_EVENTS}{PG_COUNTERS}{PG_START_SEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
                 pg_fraud()
             )
         }),
         SendKind::Resend => PG_RESEND_SQL.get_or_init(|| {
             format!(
-                "{}{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
+                "{}{PG_FRAUD_EVENTS}{PG_COUNTERS}{PG_RESEND}{PG_RECORDS}{PG_FRAUD_COLUMNS}",
                 pg_fraud()
             )
         }),

@@ -9,6 +9,7 @@ use super::send::{Tried, fraud_refusal};
 use crate::storage::StorageError;
 use crate::storage::counters;
 use crate::storage::db::{self, Param, Row};
+use crate::storage::events;
 use crate::storage::fraud::{self, FraudScope};
 use crate::storage::outcomes::{NewSend, SendKind};
 
@@ -85,12 +86,13 @@ values ($1, $2, $3, $4, $5, $6, 'sending', 1, $7, $7)
 "#;
 
 /// The fraud guard, the counters, then the row, in one transaction that a refusal rolls back
-/// (a fraud refusal commits: the block it made must last).
+/// (a fraud refusal commits: the block it made, and its event, must last).
 pub(super) async fn send_sqlite(
     pool: &SqlitePool,
     send: &NewSend<'_>,
     params: &[Param<'_>],
     window: OffsetDateTime,
+    events: bool,
 ) -> Result<Tried, StorageError> {
     let sql = match send.kind {
         SendKind::Start => SQLITE_START_SEND,
@@ -100,6 +102,17 @@ pub(super) async fn send_sqlite(
     let mut fraud = [None, None];
     if let Some(check) = &send.fraud {
         fraud = fraud::count_sqlite(&mut tx, check, send.now).await?;
+        if events {
+            let scopes = [
+                (FraudScope::Prefix, &check.prefix),
+                (FraudScope::Country, &check.country),
+            ];
+            for ((scope, key), outcome) in scopes.into_iter().zip(fraud) {
+                if outcome.is_some_and(|o| o.made_a_block()) {
+                    events::block_event(&mut tx, scope, key).await?;
+                }
+            }
+        }
         if let Some((scope, outcome)) = fraud_refusal(&fraud) {
             if scope == FraudScope::Country {
                 let (prefix, slot) = (&check.prefix, check.slot);
