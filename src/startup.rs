@@ -73,6 +73,7 @@ impl Application {
             .webhook_provider()
             .map(|hook| Arc::new(hook.secret.clone()));
         let status_callback = http_settings.twilio_status_callback();
+        let templates = sms_settings.templates.clone();
         let providers =
             tokio::task::spawn_blocking(move || sms_settings.providers(status_callback));
         let storage = database.connect().await?;
@@ -104,6 +105,7 @@ impl Application {
         let verifier = Verifier::new(
             storage.clone(),
             senders,
+            templates,
             clock,
             CodeHasher::new(verification.code_hash_key()),
             verification,

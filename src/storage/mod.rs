@@ -27,7 +27,7 @@ use gate::Gate;
 
 pub use error::StorageError;
 pub use fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope, RING_SLOTS};
-pub use messages::{FailoverAttempt, NewMessage, StatusChange};
+pub use messages::{FailoverAttempt, FallbackSource, NewMessage, StatusChange};
 pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, FraudKeys,
     NewSend, Reservation, SendKind, SendOutcome, window_start,

@@ -4,8 +4,10 @@ mod helpers;
 
 mod abuse;
 mod callbacks;
+mod channels;
 mod concurrency;
 mod failover;
+mod fallback;
 mod fraud;
 mod gateway;
 mod gateway_status;
