@@ -90,6 +90,17 @@ impl Application {
             tracing::info!("console provider: codes are written to this log instead of being sent");
         }
 
+        // Fallback is driven by delivery reports: without a way for them to arrive it never runs.
+        if !verification.channel_fallback.is_empty()
+            && twilio_webhook.is_none()
+            && sms_webhook.is_none()
+        {
+            tracing::warn!(
+                "CHANNEL_FALLBACK is set but no delivery reports can arrive (set PUBLIC_BASE_URL for \
+                 Twilio, or use the webhook provider): automatic fallback will not run"
+            );
+        }
+
         tracing::info!(
             mode = fraud.mode.as_str(),
             prefix_digits = fraud.prefix_digits,

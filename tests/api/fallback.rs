@@ -23,6 +23,7 @@ both_backends!(
     an_undelivered_sms_falls_back_to_a_call_once_through_two_instances,
     no_fallback_after_approval_expiry_or_at_the_hourly_cap,
     a_gateway_report_falls_back_too,
+    an_unanswered_call_falls_back_to_an_sms,
 );
 
 fn sms_then_call() -> AppOptions<'static> {
@@ -196,4 +197,32 @@ async fn a_gateway_report_falls_back_too(backend: Backend) {
         .unwrap();
     assert_eq!(fallback["fallback_of"].as_str(), Some(first.as_str()));
     assert_eq!(app.verify(PHONE, code).await.status, StatusCode::OK);
+}
+
+async fn an_unanswered_call_falls_back_to_an_sms(backend: Backend) {
+    let (app, _db) =
+        spawn_app_with(backend, sms_then_call().var("CHANNEL_FALLBACK", "call,sms")).await;
+    send_by(&app, PHONE, "call", None).await;
+    assert!(app.sent_messages().await.is_empty());
+
+    // Twilio's call report: nobody picked up.
+    let report: Vec<(String, String)> = [
+        ("AccountSid", crate::helpers::TWILIO_SID),
+        ("CallSid", "CA00000000000000000000000000000001"),
+        ("CallStatus", "no-answer"),
+        ("From", VOICE_FROM),
+        ("To", PHONE),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        post_signed(&app, &report).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    let messages = app.sent_messages().await;
+    assert_eq!(messages.len(), 1, "one SMS after the unanswered call");
+    let code = app.last_code_for(PHONE).await;
+    assert_eq!(app.verify(PHONE, &code).await.status, StatusCode::OK);
 }
