@@ -21,6 +21,7 @@ both_backends!(
     twilio_verify_gets_the_channel_its_locale_and_the_app_hash,
     a_bad_channel_or_locale_is_refused_and_costs_nothing,
     console_and_webhook_providers_serve_every_channel,
+    every_channel_counts_against_one_cooldown_and_one_hourly_cap,
 );
 
 /// Messaging with a WhatsApp sender and a voice number, every channel allowed.
@@ -297,4 +298,23 @@ async fn templates_follow_the_locale_and_sms_ends_with_the_autofill_lines() {
         );
         assert_eq!(app.verify(phone, code).await.status, StatusCode::OK);
     }
+}
+
+async fn every_channel_counts_against_one_cooldown_and_one_hourly_cap(backend: Backend) {
+    let (app, _db) = spawn_app_with(backend, every_channel().var("MAX_SENDS_PER_HOUR", 2)).await;
+    let phone = "+12125551234";
+    let send = |channel: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"phone_number": phone, "channel": channel});
+            app.post_json("/api/auth/phone/send-code", &body).await
+        }
+    };
+
+    assert_eq!(send("sms").await.status, StatusCode::OK);
+    send("call").await.assert_problem(429, "resend_too_soon");
+    app.clock.advance(std::time::Duration::from_secs(31));
+    assert_eq!(send("call").await.status, StatusCode::OK);
+    app.clock.advance(std::time::Duration::from_secs(31));
+    send("whatsapp").await.assert_problem(429, "too_many_sends");
 }

@@ -16,7 +16,7 @@ use crate::twilio_contract::{CALLS, assert_valid};
 use crate::webhook_provider::TOKEN;
 
 /// The sid the fake Twilio gives every message (`helpers::message_created`).
-const SID: &str = "SM00000000000000000000000000000001";
+pub(crate) const SID: &str = "SM00000000000000000000000000000001";
 const PHONE: &str = "+12125551234";
 
 both_backends!(
@@ -26,7 +26,7 @@ both_backends!(
     an_unanswered_call_falls_back_to_an_sms,
 );
 
-fn sms_then_call() -> AppOptions<'static> {
+pub(crate) fn sms_then_call() -> AppOptions<'static> {
     with_callbacks()
         .var("ALLOWED_CHANNELS", "sms,call")
         .var("CHANNEL_FALLBACK", "sms,whatsapp,call")
