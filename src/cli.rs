@@ -6,8 +6,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::domain::Channel;
 use crate::domain::{PhoneNumber, VerificationCode};
-use crate::sms::{SendContext, SmsError};
+use crate::sms::{CodeMessage, SendContext, SmsError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,11 +60,17 @@ pub async fn send_test(config: &Config, number: &str) -> u8 {
         message_id: uuid::Uuid::new_v4(),
         verification_id: None,
     };
-    let result = if sender.checks_codes() {
-        sender.send_code(&phone, None, &context).await
-    } else {
-        sender.send_code(&phone, Some(&code), &context).await
+    let body = config
+        .sms
+        .templates
+        .render(Channel::Sms, &code, None, config.verification.code_ttl);
+    let message = CodeMessage {
+        code: (!sender.checks_codes()).then_some(&code),
+        channel: Channel::Sms,
+        locale: None,
+        body: (!sender.checks_codes()).then_some(body.as_str()),
     };
+    let result = sender.send_code(&phone, &message, &context).await;
     match result {
         Ok(sent) => {
             println!(

@@ -17,6 +17,7 @@ pub enum ErrorCode {
     InvalidRequest,
     InvalidPhoneNumber,
     InvalidCodeFormat,
+    ChannelNotAvailable,
     CountryNotAllowed,
     DestinationBlocked,
     InvalidSignature,
@@ -38,13 +39,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidPhoneNumber,
         ErrorCode::InvalidCodeFormat,
+        ErrorCode::ChannelNotAvailable,
         ErrorCode::CountryNotAllowed,
         ErrorCode::DestinationBlocked,
         ErrorCode::InvalidSignature,
@@ -73,6 +75,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidPhoneNumber => "invalid_phone_number",
             ErrorCode::InvalidCodeFormat => "invalid_code_format",
+            ErrorCode::ChannelNotAvailable => "channel_not_available",
             ErrorCode::CountryNotAllowed => "country_not_allowed",
             ErrorCode::DestinationBlocked => "destination_blocked",
             ErrorCode::InvalidSignature => "invalid_signature",
@@ -119,6 +122,9 @@ pub enum Error {
     InvalidPhoneNumber(String),
     #[error("The code must be exactly {length} digits.")]
     InvalidCodeFormat { length: usize },
+    /// The channels that can be asked for, comma-separated.
+    #[error("Codes cannot be sent by this channel; `channel` may be one of: {allowed}.")]
+    ChannelNotAvailable { allowed: String },
     #[error("Phone numbers from this country are not accepted.")]
     CountryNotAllowed,
     #[error("Codes to this destination are blocked for now (suspected SMS pumping).")]

@@ -16,6 +16,8 @@
 //!   `events_dropped_total{type}` (not delivered within `EVENTS_MAX_AGE_HOURS`), and the gauge
 //!   `events_pending`: events in the outbox, up to 100,000, as this instance last read it (all
 //!   instances share it)
+//! - `sms_fallbacks_total{from, to}`: automatic fallbacks sent, by the failed message's channel and
+//!   the new one's
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -25,7 +27,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::MessageStatus;
+use crate::domain::{Channel, MessageStatus};
 use crate::error::{Error, SendCap};
 use crate::sms::SmsError;
 use crate::storage::{FraudScope, StatusChange};
@@ -103,6 +105,11 @@ pub fn sms_send(provider: &'static str, result: Result<(), &SmsError>) {
 
 pub fn test_number_send() {
     metrics::counter!("sms_sends_total", "provider" => "none", "outcome" => "test_number")
+        .increment(1);
+}
+
+pub fn fallback(from: Channel, to: Channel) {
+    metrics::counter!("sms_fallbacks_total", "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
 }
 

@@ -76,6 +76,7 @@ impl Application {
             .webhook_provider()
             .map(|hook| Arc::new(hook.secret.clone()));
         let status_callback = http_settings.twilio_status_callback();
+        let templates = sms_settings.templates.clone();
         let providers =
             tokio::task::spawn_blocking(move || sms_settings.providers(status_callback));
         let storage = database
@@ -93,6 +94,17 @@ impl Application {
         );
         if app_env == AppEnv::Development && senders.name() == "console" {
             tracing::info!("console provider: codes are written to this log instead of being sent");
+        }
+
+        // Fallback is driven by delivery reports: without a way for them to arrive it never runs.
+        if !verification.channel_fallback.is_empty()
+            && twilio_webhook.is_none()
+            && sms_webhook.is_none()
+        {
+            tracing::warn!(
+                "CHANNEL_FALLBACK is set but no delivery reports can arrive (set PUBLIC_BASE_URL for \
+                 Twilio, or use the webhook provider): automatic fallback will not run"
+            );
         }
 
         tracing::info!(
@@ -129,6 +141,7 @@ impl Application {
         let verifier = Verifier::new(
             storage.clone(),
             senders,
+            templates,
             clock,
             CodeHasher::new(verification.code_hash_key()),
             verification,

@@ -837,6 +837,28 @@ fn bad_configuration_stops_the_start_with_one_line_naming_the_variable() {
             &[("EVENTS_MAX_AGE_HOURS", "721")][..],
             "EVENTS_MAX_AGE_HOURS",
         ),
+        // Channels, templates and autofill lines.
+        (
+            &[
+                ("TWILIO_ACCOUNT_SID", "AC1"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_PHONE_NUMBER", "+15017122661"),
+                ("ALLOWED_CHANNELS", "sms,call"),
+            ][..],
+            "ALLOWED_CHANNELS",
+        ),
+        (
+            &[("SMS_TEMPLATE_PT_BR", "Seu código")][..],
+            "SMS_TEMPLATE_PT_BR",
+        ),
+        (
+            &[("ANDROID_APP_HASH", "0123456789")][..],
+            "ANDROID_APP_HASH",
+        ),
+        (
+            &[("WEBOTP_DOMAIN", "https://app.example.com")][..],
+            "WEBOTP_DOMAIN",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_phone-verify"))
             .env_clear()

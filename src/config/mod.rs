@@ -71,6 +71,26 @@ impl Config {
 
     /// Rules that no one section can check alone.
     fn check_across_sections(&self) -> Result<(), ConfigError> {
+        if let Some(channel) = self
+            .verification
+            .allowed_channels
+            .iter()
+            .find(|c| !self.sms.serves(**c))
+        {
+            let how = match channel {
+                crate::domain::Channel::Whatsapp => {
+                    "set TWILIO_WHATSAPP_FROM and TWILIO_WHATSAPP_CONTENT_SID"
+                }
+                crate::domain::Channel::Call => "set TWILIO_VOICE_FROM",
+                crate::domain::Channel::Sms => "add an SMS provider",
+            };
+            return Err(ConfigError::new(
+                "ALLOWED_CHANNELS",
+                format!(
+                    "no configured SMS_PROVIDER can send `{channel}`: {how}, or use twilio-verify or webhook"
+                ),
+            ));
+        }
         if self.http.internal_api_token.is_some() && !self.sms.sends_messages() {
             return Err(ConfigError::new(
                 "INTERNAL_API_TOKEN",
@@ -185,6 +205,34 @@ pub(crate) mod tests {
         ok.push(("CODE_HASH_SECRET", "0123456789abcdef0123456789abcdef"));
         let c = config(&ok).unwrap();
         assert_eq!(c.sms.chain, [SmsProviderKind::TwilioMessaging]);
+    }
+
+    #[test]
+    fn an_allowed_channel_that_no_provider_serves_stops_the_start() {
+        let messaging = [
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_PHONE_NUMBER", "+15017122661"),
+        ];
+        for channel in ["whatsapp", "call", "sms,call"] {
+            let mut vars = messaging.to_vec();
+            vars.push(("ALLOWED_CHANNELS", channel));
+            let err = config(&vars).unwrap_err();
+            assert_eq!(err.variable, "ALLOWED_CHANNELS", "{channel}: {err}");
+        }
+        let mut served = messaging.to_vec();
+        served.extend([
+            ("ALLOWED_CHANNELS", "sms,whatsapp,call"),
+            ("TWILIO_WHATSAPP_FROM", "+15017122661"),
+            (
+                "TWILIO_WHATSAPP_CONTENT_SID",
+                "HX0123456789abcdef0123456789abcdef",
+            ),
+            ("TWILIO_VOICE_FROM", "+15017122662"),
+        ]);
+        config(&served).unwrap();
+        // Console, webhook and Verify serve every channel.
+        config(&[("ALLOWED_CHANNELS", "sms,whatsapp,call")]).unwrap();
     }
 
     #[test]

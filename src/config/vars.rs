@@ -25,6 +25,9 @@ impl ConfigError {
 /// never call the racy `std::env::set_var`).
 pub trait Source {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Every variable's name, for families such as `SMS_TEMPLATE_<TAG>`.
+    fn names(&self) -> Vec<String>;
 }
 
 pub struct Environment;
@@ -33,17 +36,31 @@ impl Source for Environment {
     fn get(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect()
+    }
 }
 
 impl Source for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).cloned()
     }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
 }
 
 impl Source for HashMap<&str, &str> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).map(|v| v.to_string())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().map(|k| k.to_string()).collect()
     }
 }
 
@@ -58,6 +75,18 @@ impl Vars<'_> {
             .get(name)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
+    }
+
+    /// The names of the variables that start with `prefix`, sorted (so errors are stable).
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .0
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn string_or(&self, name: &str, default: &str) -> String {

@@ -47,7 +47,8 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidRequest(_)
             | Error::InvalidPhoneNumber(_)
-            | Error::InvalidCodeFormat { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | Error::InvalidCodeFormat { .. }
+            | Error::ChannelNotAvailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::CountryNotAllowed | Error::DestinationBlocked | Error::InvalidSignature => {
                 StatusCode::FORBIDDEN
             }
@@ -79,6 +80,7 @@ impl Error {
             Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Error::InvalidPhoneNumber(_) => ErrorCode::InvalidPhoneNumber,
             Error::InvalidCodeFormat { .. } => ErrorCode::InvalidCodeFormat,
+            Error::ChannelNotAvailable { .. } => ErrorCode::ChannelNotAvailable,
             Error::CountryNotAllowed => ErrorCode::CountryNotAllowed,
             Error::DestinationBlocked => ErrorCode::DestinationBlocked,
             Error::InvalidSignature => ErrorCode::InvalidSignature,

@@ -13,7 +13,7 @@ use super::AppState;
 use super::extract::AppJson;
 use super::problem::Problem;
 use super::rate_limit::ClientIp;
-use crate::domain::{PhoneNumber, PhoneNumberError, VerificationCode};
+use crate::domain::{Locale, PhoneNumber, PhoneNumberError, VerificationCode};
 use crate::error::Error;
 use crate::storage::SendKind;
 
@@ -30,6 +30,14 @@ pub struct SendCodeRequest {
     /// E.164: `+`, country code, number. Spaces, dots, dashes and parentheses are tolerated.
     #[schema(example = "+12125551234", max_length = 64)]
     pub phone_number: String,
+    /// `sms` (the default), `whatsapp` or `call`: one of `ALLOWED_CHANNELS`, else
+    /// `422 channel_not_available`.
+    #[schema(example = "sms")]
+    pub channel: Option<String>,
+    /// A BCP 47 language tag (`en`, `pt-BR`): picks the template (`SMS_TEMPLATE_<TAG>`, then its
+    /// language's, then `SMS_TEMPLATE`) and the provider's language.
+    #[schema(example = "pt-BR", max_length = 35, pattern = "^[A-Za-z0-9-]{1,35}$")]
+    pub locale: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,6 +60,7 @@ pub struct SendCodeResponse {
     /// The normalized E.164 number.
     #[schema(example = "+12125551234")]
     pub phone_number: String,
+    /// The channel the code went by: `sms`, `whatsapp` or `call`.
     #[schema(example = "sms")]
     pub channel: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -112,7 +121,7 @@ pub(super) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-/// Start (or restart) a verification and send a code by SMS.
+/// Start (or restart) a verification and send a code by SMS, WhatsApp or a voice call.
 #[utoipa::path(
     post,
     path = "/api/auth/phone/send-code",
@@ -124,7 +133,7 @@ pub(super) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
         (status = 403, description = "`country_not_allowed`; `destination_blocked`: the fraud guard blocks the number's prefix or country", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (also a malformed `locale`), `invalid_phone_number`, `channel_not_available`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`resend_too_soon`, `too_many_sends`, `rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`sms_rejected`", body = Problem, content_type = "application/problem+json"),
@@ -152,7 +161,7 @@ pub async fn send_code(
         (status = 404, description = "`verification_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request`, `invalid_phone_number`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (also a malformed `locale`), `invalid_phone_number`, `channel_not_available`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`resend_too_soon`, `too_many_sends`, `rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`sms_rejected`", body = Problem, content_type = "application/problem+json"),
@@ -173,14 +182,25 @@ async fn send(
     kind: SendKind,
     ip: Option<IpAddr>,
 ) -> Result<AppJson<SendCodeResponse>, Error> {
+    // Everything is checked before anything is reserved: a bad value costs nothing.
     let phone = parse_phone(&body.phone_number)?;
+    let channel = state.verifier.channel(body.channel.as_deref())?;
+    let locale = body
+        .locale
+        .as_deref()
+        .map(Locale::parse)
+        .transpose()
+        .map_err(|e| Error::InvalidRequest(format!("{}{}", capitalize(&e.to_string()), ".")))?;
     state.verifier.check_country(&phone)?;
-    let sent = state.verifier.send_code(&phone, kind, ip).await?;
+    let sent = state
+        .verifier
+        .send_code(&phone, kind, ip, channel, locale.as_ref())
+        .await?;
     Ok(AppJson(SendCodeResponse {
         status: "pending".into(),
         verification_id: sent.verification_id,
         phone_number: phone.to_string(),
-        channel: "sms".into(),
+        channel: sent.channel.as_str().into(),
         expires_at: whole_seconds(sent.expires_at),
         expires_in: sent.expires_in.as_secs(),
         resend_after: sent.resend_after.as_secs(),

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -22,6 +23,7 @@ use crate::domain::MessageStatus;
 use crate::error::Error;
 use crate::signature;
 use crate::signature::standard_webhooks;
+use crate::storage::StatusChange;
 
 /// Where Twilio posts status callbacks; `PUBLIC_BASE_URL` followed by this is the `StatusCallback`.
 pub const TWILIO_STATUS_PATH: &str = "/webhooks/twilio/status";
@@ -72,7 +74,7 @@ pub fn gateway_router() -> Router<AppState> {
         description = "Twilio's status callback: `MessageSid` + `MessageStatus` (+ `ErrorCode`), or `CallSid` + `CallStatus`"),
     params(("X-Twilio-Signature" = String, Header, description = "base64(HMAC-SHA1(auth token, URL ‖ sorted parameters))")),
     responses(
-        (status = 204, description = "Taken (also for an unknown message or status, which is ignored)"),
+        (status = 204, description = "Taken (also for an unknown message or status, which is ignored); an undelivered code has had its automatic fallback, if `CHANNEL_FALLBACK` calls for one"),
         (status = 403, description = "`invalid_signature`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: `PUBLIC_BASE_URL` or the Twilio credentials are not set", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
@@ -133,6 +135,7 @@ pub async fn twilio_status(
         .await?;
     if let Some(change) = change {
         crate::metrics::message_status(&change);
+        fall_back(&state, change).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -239,6 +242,20 @@ pub async fn gateway_status(
         .await?;
     if let Some(change) = change {
         crate::metrics::message_status(&change);
+        fall_back(&state, change).await;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The automatic fallback a report may call for, before the report is answered (so a sender that
+/// retries a slow answer finds the change made: its duplicate changes nothing). In a task of its
+/// own, which a sender that hangs up cannot cancel halfway.
+async fn fall_back(state: &AppState, change: StatusChange) {
+    let verifier = state.verifier.clone();
+    let task = tokio::spawn(
+        async move { verifier.fall_back(&change).await }.instrument(tracing::Span::current()),
+    );
+    if let Err(e) = task.await {
+        tracing::error!(error = %e, "the fallback task failed");
+    }
 }

@@ -3,8 +3,8 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
-use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
+use super::{CodeMessage, SendContext, SentMessage, SmsError, SmsSender};
+use crate::domain::{Channel, MessageStatus, PhoneNumber};
 
 /// Nothing goes further than the log: there will be no delivery report.
 const SENT: SentMessage = SentMessage {
@@ -13,15 +13,14 @@ const SENT: SentMessage = SentMessage {
 };
 
 /// Development provider: writes the message to the log instead of sending it, so a developer can copy
-/// the code. Printing the code is its whole job, which is why production refuses it.
-#[derive(Debug, Clone)]
-pub struct ConsoleSender {
-    template: String,
-}
+/// the code. Printing the code is its whole job, which is why production refuses it. It serves every
+/// channel: the line names the one a real provider would have used.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSender;
 
 impl ConsoleSender {
-    pub fn new(template: String) -> Self {
-        Self { template }
+    pub fn new() -> Self {
+        Self
     }
 }
 
@@ -30,18 +29,24 @@ impl SmsSender for ConsoleSender {
         "console"
     }
 
+    fn serves(&self, _channel: Channel) -> bool {
+        true
+    }
+
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: Option<&'a VerificationCode>,
+        message: &'a CodeMessage<'a>,
         _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
-            let code = code.ok_or_else(missing_code)?;
+            let (code, body) = message.ours()?;
             tracing::info!(
                 to = %to.masked(),
+                channel = message.channel.as_str(),
+                locale = message.locale.map(|l| l.as_ref()).unwrap_or(""),
                 code = code.expose(),
-                body = %render_template(&self.template, code),
+                body,
                 "console SMS provider: not sent, copy the code from here"
             );
             Ok(SENT)
@@ -100,7 +105,7 @@ mod tests {
             message_id: uuid::Uuid::nil(),
             verification_id: None,
         };
-        let sender = ConsoleSender::new("{code}".into());
+        let sender = ConsoleSender::new();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{SmsError, SmsSender};
+use crate::domain::Channel;
 
 /// One or more senders, tried in order; the next only after the previous was unavailable. Clones
 /// share the senders.
@@ -25,6 +26,17 @@ impl Failover {
         Self {
             senders: Arc::new([sender]),
         }
+    }
+
+    /// The providers that serve `channel`, in the same order; `None` when none does.
+    pub fn serving(&self, channel: Channel) -> Option<Self> {
+        Self::new(
+            self.senders
+                .iter()
+                .filter(|s| s.serves(channel))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The first provider: the one a message record is written for before anything is sent, and
@@ -80,7 +92,7 @@ mod tests {
 
     fn chain(n: usize) -> Failover {
         let senders: Vec<Arc<dyn SmsSender>> = (0..n)
-            .map(|_| Arc::new(ConsoleSender::new("{code}".into())) as Arc<dyn SmsSender>)
+            .map(|_| Arc::new(ConsoleSender::new()) as Arc<dyn SmsSender>)
             .collect();
         Failover::new(senders).unwrap()
     }

@@ -3,9 +3,11 @@
 mod console;
 mod failover;
 mod settings;
+mod templates;
 mod twilio;
 mod twilio_messaging;
 mod twilio_verify;
+mod voice;
 mod webhook;
 
 use std::time::Duration;
@@ -13,12 +15,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
+use crate::domain::{Channel, Locale, MessageStatus, PhoneNumber, VerificationCode};
 
 pub use console::ConsoleSender;
 pub use failover::Failover;
 pub use settings::{Providers, SmsProviderKind, SmsSettings, TwilioSettings};
-pub use twilio_messaging::TwilioMessagingSender;
+pub use templates::{DEFAULT_TEMPLATE, Templates};
+pub use twilio_messaging::{TwilioMessagingSender, WhatsappSender};
 pub use twilio_verify::TwilioVerifySender;
 pub use webhook::{WebhookSender, WebhookSettings};
 
@@ -30,6 +33,29 @@ pub struct SendContext {
     pub message_id: Uuid,
     /// `None` for a custom SMS.
     pub verification_id: Option<Uuid>,
+}
+
+/// A code on its way, as every provider gets it: the code, the channel it goes by, the user's
+/// locale, and the text this service wrote for it.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeMessage<'a> {
+    /// Ours; `None` when the provider makes the code itself (Twilio Verify).
+    pub code: Option<&'a VerificationCode>,
+    pub channel: Channel,
+    pub locale: Option<&'a Locale>,
+    /// The template's text for this channel and locale, with the code in it (and, for SMS, the
+    /// autofill lines); `None` when there is no code of ours.
+    pub body: Option<&'a str>,
+}
+
+impl<'a> CodeMessage<'a> {
+    /// The code and its text, or the error of a provider that needs ours and got none.
+    fn ours(&self) -> Result<(&'a VerificationCode, &'a str), SmsError> {
+        match (self.code, self.body) {
+            (Some(code), Some(body)) => Ok((code, body)),
+            _ => Err(missing_code()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +139,15 @@ pub trait SmsSender: Send + Sync + 'static {
         false
     }
 
-    /// Sends a verification code: ours, or one the provider makes when `checks_codes()`.
+    /// Whether this provider, as configured, can send codes by `channel`.
+    fn serves(&self, channel: Channel) -> bool;
+
+    /// Sends a verification code by `message.channel`: ours, or one the provider makes when
+    /// `checks_codes()`.
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: Option<&'a VerificationCode>,
+        message: &'a CodeMessage<'a>,
         context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>>;
 
@@ -142,11 +172,6 @@ pub trait SmsSender: Send + Sync + 'static {
         body: &'a str,
         context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>>;
-}
-
-/// The SMS text for a code.
-pub fn render_template(template: &str, code: &VerificationCode) -> String {
-    template.replace("{code}", code.expose())
 }
 
 fn missing_code() -> SmsError {

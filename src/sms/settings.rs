@@ -1,5 +1,5 @@
-//! The SMS settings (`SMS_PROVIDER`, `SMS_TEMPLATE`, `TWILIO_*`, `SMS_WEBHOOK_*`) and the
-//! providers they build.
+//! The SMS settings (`SMS_PROVIDER`, `TWILIO_*`, `SMS_WEBHOOK_*`, and the templates of
+//! `templates.rs`) and the providers they build.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use secrecy::SecretString;
 
 use super::twilio::TwilioClient;
 use super::{
-    ConsoleSender, Failover, SmsSender, TwilioMessagingSender, TwilioVerifySender, WebhookSender,
-    WebhookSettings,
+    ConsoleSender, Failover, SmsSender, Templates, TwilioMessagingSender, TwilioVerifySender,
+    WebhookSender, WebhookSettings, WhatsappSender,
 };
 use crate::config::{ConfigError, Vars};
+use crate::domain::Channel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmsProviderKind {
@@ -50,8 +51,8 @@ pub struct SmsSettings {
     pub chain: Vec<SmsProviderKind>,
     pub twilio: Option<TwilioSettings>,
     pub webhook: Option<WebhookSettings>,
-    /// Body of the code SMS that this service writes; contains `{code}`.
-    pub template: String,
+    /// The text of the code messages that this service writes, per locale, with the autofill lines.
+    pub templates: Templates,
 }
 
 #[derive(Clone)]
@@ -60,6 +61,10 @@ pub struct TwilioSettings {
     pub auth_token: SecretString,
     pub verify_service_sid: Option<String>,
     pub phone_number: Option<String>,
+    /// `TWILIO_WHATSAPP_FROM` and `TWILIO_WHATSAPP_CONTENT_SID`, set together.
+    pub whatsapp: Option<WhatsappSender>,
+    /// `TWILIO_VOICE_FROM`: the voice-capable number calls come from.
+    pub voice_from: Option<String>,
     pub api_base_url: String,
     pub verify_base_url: String,
     pub connect_timeout: Duration,
@@ -78,6 +83,8 @@ impl fmt::Debug for TwilioSettings {
             .field("auth_token", &"[redacted]")
             .field("verify_service_sid", &self.verify_service_sid)
             .field("phone_number", &self.phone_number)
+            .field("whatsapp", &self.whatsapp)
+            .field("voice_from", &self.voice_from)
             .field("api_base_url", &self.api_base_url)
             .field("verify_base_url", &self.verify_base_url)
             .field("connect_timeout", &self.connect_timeout)
@@ -114,15 +121,27 @@ impl SmsSettings {
         for &provider in &chain {
             check_requirements(vars, provider, twilio.as_ref(), webhook.is_some())?;
         }
-        let template = vars.string_or("SMS_TEMPLATE", "Your verification code is {code}");
-        if !template.contains("{code}") {
-            return Err(ConfigError::new("SMS_TEMPLATE", "must contain `{code}`"));
-        }
         Ok(Self {
             chain,
             twilio,
             webhook,
-            template,
+            templates: Templates::from_vars(vars)?,
+        })
+    }
+
+    /// Whether some configured provider can send codes by `channel`: console, webhook and Verify
+    /// serve every channel, Messaging SMS always, WhatsApp and calls when their senders are set.
+    pub fn serves(&self, channel: Channel) -> bool {
+        self.chain.iter().any(|kind| match kind {
+            SmsProviderKind::TwilioMessaging => {
+                let twilio = self.twilio.as_ref();
+                match channel {
+                    Channel::Sms => true,
+                    Channel::Whatsapp => twilio.is_some_and(|t| t.whatsapp.is_some()),
+                    Channel::Call => twilio.is_some_and(|t| t.voice_from.is_some()),
+                }
+            }
+            _ => true,
         })
     }
 
@@ -157,23 +176,23 @@ impl SmsSettings {
             &client,
             self.twilio.as_ref().and_then(|t| t.phone_number.as_ref()),
         ) {
-            (Some(client), Some(from)) => Some(Arc::new(TwilioMessagingSender::new(
-                client.clone(),
-                &self
-                    .twilio
-                    .as_ref()
-                    .expect("a client has settings")
-                    .api_base_url,
-                from.clone(),
-                self.template.clone(),
-                status_callback,
-            ))),
+            (Some(client), Some(from)) => {
+                let twilio = self.twilio.as_ref().expect("a client has settings");
+                Some(Arc::new(TwilioMessagingSender::new(
+                    client.clone(),
+                    &twilio.api_base_url,
+                    from.clone(),
+                    twilio.whatsapp.clone(),
+                    twilio.voice_from.clone(),
+                    status_callback,
+                )))
+            }
             _ => None,
         };
         let mut codes: Vec<Arc<dyn SmsSender>> = Vec::new();
         for &kind in &self.chain {
             codes.push(match kind {
-                SmsProviderKind::Console => Arc::new(ConsoleSender::new(self.template.clone())),
+                SmsProviderKind::Console => Arc::new(ConsoleSender::new()),
                 SmsProviderKind::TwilioMessaging => messaging
                     .clone()
                     .ok_or_else(|| anyhow::anyhow!("TWILIO_PHONE_NUMBER is not set"))?,
@@ -189,6 +208,7 @@ impl SmsSettings {
                         client.clone(),
                         &twilio.verify_base_url,
                         service,
+                        self.templates.android_app_hash().map(str::to_string),
                     ))
                 }
                 SmsProviderKind::Webhook => {
@@ -196,7 +216,7 @@ impl SmsSettings {
                         .webhook
                         .as_ref()
                         .ok_or_else(|| anyhow::anyhow!("SMS_WEBHOOK_URL is not set"))?;
-                    Arc::new(WebhookSender::new(settings, self.template.clone())?)
+                    Arc::new(WebhookSender::new(settings)?)
                 }
             });
         }
@@ -329,11 +349,56 @@ impl TwilioSettings {
                 "must be an E.164 number such as +15017122661 (or a Messaging Service SID, MG…)",
             ));
         }
+        let whatsapp = match (
+            vars.string("TWILIO_WHATSAPP_FROM"),
+            vars.string("TWILIO_WHATSAPP_CONTENT_SID"),
+        ) {
+            (None, None) => None,
+            (Some(from), Some(content_sid)) => {
+                if !is_sender_id(&from) {
+                    return Err(ConfigError::new(
+                        "TWILIO_WHATSAPP_FROM",
+                        "must be the WhatsApp sender's E.164 number such as +15017122661 (or a Messaging Service SID, MG…)",
+                    ));
+                }
+                if !is_sid(&content_sid, "HX") {
+                    return Err(ConfigError::new(
+                        "TWILIO_WHATSAPP_CONTENT_SID",
+                        "must be the Content SID (HX and 32 hex digits) of an approved authentication template",
+                    ));
+                }
+                Some(WhatsappSender { from, content_sid })
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "TWILIO_WHATSAPP_CONTENT_SID",
+                    "required with TWILIO_WHATSAPP_FROM: WhatsApp codes need an approved authentication template",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "TWILIO_WHATSAPP_FROM",
+                    "required with TWILIO_WHATSAPP_CONTENT_SID",
+                ));
+            }
+        };
+        let voice_from = vars.string("TWILIO_VOICE_FROM");
+        if voice_from
+            .as_deref()
+            .is_some_and(|n| !is_sender_id(n) || n.starts_with("MG"))
+        {
+            return Err(ConfigError::new(
+                "TWILIO_VOICE_FROM",
+                "must be a voice-capable E.164 number such as +15017122661",
+            ));
+        }
         Ok(Some(Self {
             account_sid,
             auth_token: SecretString::from(auth_token),
             verify_service_sid,
             phone_number,
+            whatsapp,
+            voice_from,
             api_base_url: vars.url("TWILIO_API_BASE_URL", "https://api.twilio.com")?,
             verify_base_url: vars.url("TWILIO_VERIFY_BASE_URL", "https://verify.twilio.com")?,
             connect_timeout: vars.millis("TWILIO_CONNECT_TIMEOUT_MS", 3_000, 1, 60_000)?,
@@ -353,10 +418,14 @@ fn is_sender_id(value: &str) -> bool {
             && !digits.starts_with('0')
             && digits.bytes().all(|b| b.is_ascii_digit())
     });
-    let is_messaging_service = value
-        .strip_prefix("MG")
-        .is_some_and(|sid| sid.len() == 32 && sid.bytes().all(|b| b.is_ascii_hexdigit()));
-    is_e164 || is_messaging_service
+    is_e164 || is_sid(value, "MG")
+}
+
+/// A Twilio SID: its two-letter prefix and 32 hex digits.
+fn is_sid(value: &str, prefix: &str) -> bool {
+    value
+        .strip_prefix(prefix)
+        .is_some_and(|sid| sid.len() == 32 && sid.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

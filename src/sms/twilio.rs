@@ -96,6 +96,14 @@ impl TwilioAnswer {
                 "trial account: verify the destination number in the Twilio console, or upgrade the account"
             }
             Some(21606) => "TWILIO_PHONE_NUMBER cannot send SMS to this destination",
+            Some(21215) | Some(13227) => {
+                "the account may not call this destination: enable it in Voice geographic permissions"
+            }
+            Some(21210) => "TWILIO_VOICE_FROM is not a voice-capable number of this account",
+            Some(63007) => "TWILIO_WHATSAPP_FROM is not a WhatsApp sender of this account",
+            Some(63016) => {
+                "WhatsApp took the message as free-form: TWILIO_WHATSAPP_CONTENT_SID must be an approved template"
+            }
             Some(60223) => "enable the SMS channel in the Verify Service settings",
             Some(60605) | Some(60410) => {
                 "the destination is blocked by Verify Geo-Permissions or Fraud Guard"
@@ -117,8 +125,11 @@ impl TwilioAnswer {
 }
 
 /// Error codes that mean "this destination cannot get the SMS": the number the user typed will not
-/// work, so it is their error (422), not ours.
-const NUMBER_ERRORS: &[i64] = &[21211, 21614, 21635, 21612, 21610, 21408, 60205];
+/// work, so it is their error (422), not ours. 21217 and 13224 are the Calls API's "not a valid
+/// number" and "cannot call this number".
+const NUMBER_ERRORS: &[i64] = &[
+    21211, 21614, 21635, 21612, 21610, 21408, 60205, 21217, 13224,
+];
 
 /// An authenticated client for one Twilio account; clones share one connection pool.
 #[derive(Clone)]

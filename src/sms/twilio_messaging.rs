@@ -1,26 +1,41 @@
-//! The Twilio Messaging provider: our own code (or free text) as an SMS through `Messages.json`.
+//! The Twilio Messaging provider: our own code (or free text) as an SMS through `Messages.json`,
+//! by WhatsApp through the same API with an approved Content template, and by voice through the
+//! Calls API.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::twilio::TwilioClient;
-use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
-use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
+use super::twilio::{TwilioAnswer, TwilioClient};
+use super::voice;
+use super::{CodeMessage, SendContext, SentMessage, SmsError, SmsSender};
+use crate::domain::{Channel, MessageStatus, PhoneNumber, VerificationCode};
 
-/// Sends our own codes, and free text, through the Programmable Messaging API (`Messages.json`).
+/// Where WhatsApp codes come from: a WhatsApp sender (E.164, or a Messaging Service SID) and the
+/// approved authentication template whose variable `1` is the code.
+#[derive(Debug, Clone)]
+pub struct WhatsappSender {
+    pub from: String,
+    pub content_sid: String,
+}
+
+/// Sends our own codes, and free text, through the Programmable Messaging API (`Messages.json`),
+/// and codes by voice through the Calls API (`Calls.json`).
 #[derive(Debug, Clone)]
 pub struct TwilioMessagingSender {
     client: TwilioClient,
     url: String,
+    calls_url: String,
     from: String,
-    template: String,
-    /// `StatusCallback` sent with every message, so nothing needs setting in Twilio's console.
+    whatsapp: Option<WhatsappSender>,
+    voice_from: Option<String>,
+    /// `StatusCallback` sent with every message and call, so nothing needs setting in Twilio's
+    /// console.
     status_callback: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct MessageResource {
+struct Resource {
     sid: Option<String>,
     status: Option<String>,
 }
@@ -30,55 +45,121 @@ impl TwilioMessagingSender {
         client: TwilioClient,
         base_url: &str,
         from: String,
-        template: String,
+        whatsapp: Option<WhatsappSender>,
+        voice_from: Option<String>,
         status_callback: Option<String>,
     ) -> Self {
-        let url = format!(
-            "{base_url}/2010-04-01/Accounts/{}/Messages.json",
-            client.account_sid()
-        );
+        let account = format!("{base_url}/2010-04-01/Accounts/{}", client.account_sid());
         Self {
+            url: format!("{account}/Messages.json"),
+            calls_url: format!("{account}/Calls.json"),
             client,
-            url,
             from,
-            template,
+            whatsapp,
+            voice_from,
             status_callback,
         }
     }
 
-    async fn send_text(&self, to: &PhoneNumber, body: &str) -> Result<SentMessage, SmsError> {
-        // A Messaging Service SID (MG…) goes in its own field and lets Twilio pick the sender.
-        let from_field = if self.from.starts_with("MG") {
-            "MessagingServiceSid"
-        } else {
-            "From"
-        };
-        let mut form = vec![
-            ("To", to.as_ref()),
-            (from_field, self.from.as_str()),
-            ("Body", body),
-        ];
-        if let Some(url) = &self.status_callback {
-            form.push(("StatusCallback", url.as_str()));
+    /// POSTs `form` (plus the status callback) and reads the created resource's sid and status.
+    async fn create<'a>(
+        &'a self,
+        url: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+        status: fn(&str) -> Option<MessageStatus>,
+    ) -> Result<SentMessage, SmsError> {
+        if let Some(callback) = &self.status_callback {
+            form.push(("StatusCallback", callback.as_str()));
         }
-        let answer = self.client.post_form(&self.url, &form).await?;
+        let answer: TwilioAnswer = self.client.post_form(url, &form).await?;
         if !answer.status.is_success() {
             return Err(answer.into_error());
         }
-        let resource = serde_json::from_slice::<MessageResource>(&answer.body).ok();
-        let (sid, status) = match resource {
-            Some(m) => (m.sid, m.status),
+        let resource = serde_json::from_slice::<Resource>(&answer.body).ok();
+        let (sid, state) = match resource {
+            Some(r) => (r.sid, r.status),
             None => (None, None),
         };
-        tracing::info!(to = %to.masked(), sid = sid.as_deref().unwrap_or(""), "SMS accepted by Twilio Messaging");
         Ok(SentMessage {
             provider_message_id: sid,
             // Twilio answers `queued` or `accepted`; anything later comes by callback.
-            status: status
+            status: state
                 .as_deref()
-                .and_then(MessageStatus::from_twilio_message)
+                .and_then(status)
                 .unwrap_or(MessageStatus::Accepted),
         })
+    }
+
+    async fn send_text(&self, to: &PhoneNumber, body: &str) -> Result<SentMessage, SmsError> {
+        let form = vec![
+            ("To", to.as_ref()),
+            sender_field(&self.from),
+            ("Body", body),
+        ];
+        let sent = self
+            .create(&self.url, form, MessageStatus::from_twilio_message)
+            .await?;
+        tracing::info!(to = %to.masked(), sid = sent.provider_message_id.as_deref().unwrap_or(""), "SMS accepted by Twilio Messaging");
+        Ok(sent)
+    }
+
+    /// A WhatsApp message from the approved template: Twilio fills variable `1` with the code.
+    async fn send_whatsapp(
+        &self,
+        whatsapp: &WhatsappSender,
+        to: &PhoneNumber,
+        code: &VerificationCode,
+    ) -> Result<SentMessage, SmsError> {
+        let to_address = format!("whatsapp:{to}");
+        let from_address;
+        let from = if whatsapp.from.starts_with("MG") {
+            ("MessagingServiceSid", whatsapp.from.as_str())
+        } else {
+            from_address = format!("whatsapp:{}", whatsapp.from);
+            ("From", from_address.as_str())
+        };
+        let variables = serde_json::json!({ "1": code.expose() }).to_string();
+        let form = vec![
+            ("To", to_address.as_str()),
+            from,
+            ("ContentSid", whatsapp.content_sid.as_str()),
+            ("ContentVariables", variables.as_str()),
+        ];
+        let sent = self
+            .create(&self.url, form, MessageStatus::from_twilio_message)
+            .await?;
+        tracing::info!(to = %to.masked(), sid = sent.provider_message_id.as_deref().unwrap_or(""), "WhatsApp message accepted by Twilio Messaging");
+        Ok(sent)
+    }
+
+    /// A call that says `text` (the digits one by one) twice, in the locale's language.
+    async fn send_call(
+        &self,
+        from: &str,
+        to: &PhoneNumber,
+        message: &CodeMessage<'_>,
+        text: &str,
+    ) -> Result<SentMessage, SmsError> {
+        let twiml = voice::twiml(text, voice::say_language(message.locale));
+        let form = vec![
+            ("To", to.as_ref()),
+            ("From", from),
+            ("Twiml", twiml.as_str()),
+        ];
+        let sent = self
+            .create(&self.calls_url, form, MessageStatus::from_twilio_call)
+            .await?;
+        tracing::info!(to = %to.masked(), sid = sent.provider_message_id.as_deref().unwrap_or(""), "call accepted by Twilio");
+        Ok(sent)
+    }
+}
+
+/// A Messaging Service SID (MG…) goes in its own field and lets Twilio pick the sender.
+fn sender_field(from: &str) -> (&'static str, &str) {
+    if from.starts_with("MG") {
+        ("MessagingServiceSid", from)
+    } else {
+        ("From", from)
     }
 }
 
@@ -87,16 +168,33 @@ impl SmsSender for TwilioMessagingSender {
         "twilio-messaging"
     }
 
+    fn serves(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Sms => true,
+            Channel::Whatsapp => self.whatsapp.is_some(),
+            Channel::Call => self.voice_from.is_some(),
+        }
+    }
+
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: Option<&'a VerificationCode>,
+        message: &'a CodeMessage<'a>,
         _context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
-            let code = code.ok_or_else(missing_code)?;
-            self.send_text(to, &render_template(&self.template, code))
-                .await
+            let (code, body) = message.ours()?;
+            match (message.channel, &self.whatsapp, &self.voice_from) {
+                (Channel::Sms, _, _) => self.send_text(to, body).await,
+                (Channel::Whatsapp, Some(whatsapp), _) => {
+                    self.send_whatsapp(whatsapp, to, code).await
+                }
+                (Channel::Call, _, Some(from)) => self.send_call(from, to, message, body).await,
+                (channel, _, _) => Err(SmsError::Rejected {
+                    provider_code: None,
+                    message: format!("the Messaging provider is not set up for {channel}"),
+                }),
+            }
         }
         .boxed()
     }

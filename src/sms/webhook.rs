@@ -10,9 +10,9 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{SendContext, SentMessage, SmsError, SmsSender, missing_code, render_template};
+use super::{CodeMessage, SendContext, SentMessage, SmsError, SmsSender};
 use crate::config::{ConfigError, Vars};
-use crate::domain::{MessageStatus, PhoneNumber, VerificationCode};
+use crate::domain::{Channel, MessageStatus, PhoneNumber};
 use crate::signature::standard_webhooks::{self, WebhookSecret};
 
 /// First backoff delay; each retry doubles it, with full jitter.
@@ -61,8 +61,8 @@ impl WebhookSettings {
     }
 }
 
-/// The JSON body the gateway gets. `channel` and `locale` are fixed for now (SMS, no locale) but
-/// part of the contract, so adapters written today keep working when they vary.
+/// The JSON body the gateway gets: the channel the message goes by and the user's locale (`null`
+/// when none was asked for), with the text our templates made for that channel.
 #[derive(Debug, Serialize)]
 struct Payload<'a> {
     #[serde(rename = "type")]
@@ -91,11 +91,10 @@ pub struct WebhookSender {
     url: String,
     secret: WebhookSecret,
     max_retries: u32,
-    template: String,
 }
 
 impl WebhookSender {
-    pub fn new(settings: &WebhookSettings, template: String) -> anyhow::Result<Self> {
+    pub fn new(settings: &WebhookSettings) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
@@ -107,7 +106,6 @@ impl WebhookSender {
             url: settings.url.clone(),
             secret: settings.secret.clone(),
             max_retries: settings.max_retries,
-            template,
         })
     }
 
@@ -234,27 +232,31 @@ impl SmsSender for WebhookSender {
         "webhook"
     }
 
+    /// The gateway sends by whichever channel it is told: the operator's adapter decides how.
+    fn serves(&self, _channel: Channel) -> bool {
+        true
+    }
+
     fn send_code<'a>(
         &'a self,
         to: &'a PhoneNumber,
-        code: Option<&'a VerificationCode>,
+        message: &'a CodeMessage<'a>,
         context: &'a SendContext,
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
-            let code = code.ok_or_else(missing_code)?;
-            let body = render_template(&self.template, code);
+            let (code, body) = message.ours()?;
             let payload = Payload {
                 kind: "verification_code",
                 message_id: context.message_id,
                 verification_id: context.verification_id,
                 to: to.as_ref(),
-                channel: "sms",
-                locale: None,
-                body: &body,
+                channel: message.channel.as_str(),
+                locale: message.locale.map(|l| l.as_ref()),
+                body,
                 code: Some(code.expose()),
             };
             let sent = self.deliver(&payload).await?;
-            tracing::info!(to = %to.masked(), message_id = %context.message_id, "SMS accepted by the gateway");
+            tracing::info!(to = %to.masked(), channel = message.channel.as_str(), message_id = %context.message_id, "code accepted by the gateway");
             Ok(sent)
         }
         .boxed()

@@ -79,7 +79,7 @@ macro_rules! forward_only {
     };
 }
 
-// The provider's answer to the send itself.
+// The provider's answer to the send itself (and the locale the message was sent for, $6).
 macro_rules! answered {
     () => {
         concat!(
@@ -87,6 +87,7 @@ macro_rules! answered {
 update message set status = $2,
     provider_message_id = coalesce($3, provider_message_id),
     error_code = coalesce($4, error_code),
+    locale = coalesce($6, locale),
     accepted_at = case when $2 in ('accepted', 'sent') then $5 else accepted_at end,
     status_updated_at = $5
 where message_id = $1"#,
@@ -142,7 +143,19 @@ static ANSWERED_EVENT: OnceLock<String> = OnceLock::new();
 static REPORTED_EVENT: OnceLock<String> = OnceLock::new();
 static REPORTED_BY_ID_EVENT: OnceLock<String> = OnceLock::new();
 
+// What a fallback needs of the code message that did not arrive: where it went, in which locale.
+const FALLBACK_SOURCE: Sql = Sql::same(
+    "select phone_number, locale from message where message_id = $1 and verification_id is not null",
+);
+
 const PURGE: Sql = purge_sql!("message", "message_id", "created_at");
+
+/// A code message that was not delivered, as a fallback reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackSource {
+    pub phone_number: String,
+    pub locale: Option<String>,
+}
 
 impl Storage {
     /// Records a custom SMS before it goes out (`sending`).
@@ -194,6 +207,7 @@ impl Storage {
         status: MessageStatus,
         provider_message_id: Option<&str>,
         error_code: Option<&str>,
+        locale: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let _turn = self.gate.enter().await?;
@@ -203,6 +217,7 @@ impl Storage {
             Param::OptText(provider_message_id),
             Param::OptText(error_code),
             Param::Time(now),
+            Param::OptText(locale),
         ];
         // A send that ended unavailable leaves its message `failed`: a change that events report.
         if self.events && events::reported(status) {
@@ -213,6 +228,27 @@ impl Storage {
                 .map(drop);
         }
         self.db.execute(ANSWERED, &params).await.map(drop)
+    }
+
+    /// The number and locale of a code message, for its fallback; `None` for an unknown id or a
+    /// custom SMS. A read before the fallback's send, which decides nothing: the send's own
+    /// statement checks that the message is still the verification's current send.
+    pub async fn fallback_source(
+        &self,
+        message_id: Uuid,
+    ) -> Result<Option<FallbackSource>, StorageError> {
+        let _turn = self.gate.enter().await?;
+        let Some(row) = self
+            .db
+            .fetch_optional(FALLBACK_SOURCE, &[Param::Uuid(message_id)])
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(FallbackSource {
+            phone_number: row.get(0)?,
+            locale: row.get(1)?,
+        }))
     }
 
     /// A delivery report from a provider callback; applies only if it moves the status forward.

@@ -34,7 +34,7 @@ pub use events::{
     VERIFICATION_APPROVED,
 };
 pub use fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope, RING_SLOTS};
-pub use messages::{FailoverAttempt, NewMessage, StatusChange};
+pub use messages::{FailoverAttempt, FallbackSource, NewMessage, StatusChange};
 pub use outcomes::{
     AttemptOutcome, AttemptResult, CapScope, CheckOutcome, CodeCheck, CounterCap, FraudKeys,
     NewSend, Reservation, SendKind, SendOutcome, window_start,

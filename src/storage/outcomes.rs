@@ -9,11 +9,14 @@ use uuid::Uuid;
 use crate::domain::{Channel, PhoneNumber};
 use crate::storage::fraud::{FraudBlock, FraudCheck, FraudCounted, FraudScope};
 
-/// Whether a send may start a verification or only renew an existing, unapproved one.
+/// Whether a send may start a verification or only renew an existing, unapproved one; or is the
+/// automatic fallback for a code message that did not arrive (only while that message is still the
+/// verification's current send, and it is pending and unexpired).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendKind {
     Start,
     Resend,
+    Fallback { replaces: Uuid },
 }
 
 /// A send about to be made: reserve it (and the code) before the SMS goes out, release it if the SMS
@@ -192,6 +195,13 @@ pub(super) fn classify_refused_send(
     send: &NewSend<'_>,
     row: Option<&RowState>,
 ) -> Option<SendOutcome> {
+    if let SendKind::Fallback { .. } = send.kind {
+        // The cap, or else the verification moved on (approved, expired, or a newer send).
+        return Some(
+            row.and_then(|r| hourly_cap(send, r))
+                .unwrap_or(SendOutcome::NotFound),
+        );
+    }
     if send.kind == SendKind::Resend && row.is_none_or(|r| r.status == "approved") {
         return Some(SendOutcome::NotFound);
     }
@@ -204,6 +214,12 @@ pub(super) fn classify_refused_send(
             retry_after: ceil_secs(*last + send.cooldown - now),
         });
     }
+    hourly_cap(send, row)
+}
+
+/// The hourly cap's refusal, if the row is at it.
+fn hourly_cap(send: &NewSend<'_>, row: &RowState) -> Option<SendOutcome> {
+    let now = send.now;
     let mut in_window: Vec<_> = row
         .send_times
         .iter()

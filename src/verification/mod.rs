@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod check;
+mod fallback;
 mod refusals;
 mod send;
 mod settings;
@@ -18,15 +19,17 @@ pub use send::MessageSent;
 pub use settings::{DEVELOPMENT_CODE_HASH_SECRET, VerificationSettings};
 
 use crate::clock::Clock;
-use crate::domain::{CodeHasher, PhoneNumber, VerificationCode};
+use crate::domain::{Channel, CodeHasher, PhoneNumber, VerificationCode};
 use crate::error::Error;
 use crate::fraud::FraudGuard;
-use crate::sms::Failover;
+use crate::sms::{Failover, Templates};
 use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
 pub struct CodeSent {
     pub verification_id: Uuid,
+    /// The channel the code went by.
+    pub channel: Channel,
     pub expires_at: OffsetDateTime,
     pub expires_in: Duration,
     pub resend_after: Duration,
@@ -38,11 +41,30 @@ pub struct Verified {
     pub verified_at: OffsetDateTime,
 }
 
+/// The code providers that serve each channel, in failover order (`None`: no provider does).
+#[derive(Clone)]
+struct ChannelRoutes([Option<Failover>; 3]);
+
+impl ChannelRoutes {
+    fn new(sms: &Failover) -> Self {
+        Self(Channel::ALL.map(|c| sms.serving(c)))
+    }
+
+    fn get(&self, channel: Channel) -> Option<&Failover> {
+        let index = Channel::ALL.iter().position(|c| *c == channel)?;
+        self.0[index].as_ref()
+    }
+}
+
 #[derive(Clone)]
 pub struct Verifier {
     storage: Storage,
     /// The code providers, in failover order.
     sms: Failover,
+    /// `sms`, by the channels each provider serves.
+    routes: ChannelRoutes,
+    /// The text of code messages, per channel and locale.
+    templates: Arc<Templates>,
     clock: Arc<dyn Clock>,
     hasher: CodeHasher,
     settings: VerificationSettings,
@@ -53,6 +75,7 @@ impl Verifier {
     pub fn new(
         storage: Storage,
         sms: Failover,
+        templates: Templates,
         clock: Arc<dyn Clock>,
         hasher: CodeHasher,
         settings: VerificationSettings,
@@ -60,7 +83,9 @@ impl Verifier {
     ) -> Self {
         Self {
             storage,
+            routes: ChannelRoutes::new(&sms),
             sms,
+            templates: Arc::new(templates),
             clock,
             hasher,
             settings,

@@ -1,5 +1,6 @@
 //! The verification settings: codes (length, lifetime, attempts, hash key), the send limits per
-//! number, client IP and country, allowed countries and test numbers.
+//! number, client IP and country, allowed countries and test numbers, the channels codes may go by
+//! and the order of automatic fallback between them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ConfigError, Vars};
-use crate::domain::{PhoneNumber, VerificationCode};
+use crate::domain::{Channel, PhoneNumber, VerificationCode};
 
 /// The code-hash key used when `CODE_HASH_SECRET` is unset outside production. It is public (it is
 /// in this file), so start-up logs a warning whenever it is in use.
@@ -31,6 +32,11 @@ pub struct VerificationSettings {
     pub allow_test_numbers_in_production: bool,
     /// `None`: the public development key (refused in production).
     pub code_hash_secret: Option<SecretString>,
+    /// `ALLOWED_CHANNELS`: the channels a request may ask for (never empty).
+    pub allowed_channels: Vec<Channel>,
+    /// `CHANNEL_FALLBACK`: after an undelivered code by one of these, the next allowed one after it
+    /// gets a new code (empty: no automatic fallback).
+    pub channel_fallback: Vec<Channel>,
 }
 
 impl VerificationSettings {
@@ -61,7 +67,27 @@ impl VerificationSettings {
             test_numbers,
             allow_test_numbers_in_production: vars.boolean("ALLOW_TEST_NUMBERS_IN_PRODUCTION")?,
             code_hash_secret: vars.string("CODE_HASH_SECRET").map(SecretString::from),
+            allowed_channels: match channels(vars, "ALLOWED_CHANNELS")? {
+                list if list.is_empty() => vec![Channel::Sms],
+                list => list,
+            },
+            channel_fallback: channels(vars, "CHANNEL_FALLBACK")?,
         })
+    }
+
+    /// Whether a request may ask for `channel`.
+    pub fn allows(&self, channel: Channel) -> bool {
+        self.allowed_channels.contains(&channel)
+    }
+
+    /// Where a code that `failed` to arrive falls back to: the first allowed channel after it in
+    /// `CHANNEL_FALLBACK`, if it is listed there.
+    pub fn fallback_after(&self, failed: Channel) -> Option<Channel> {
+        let position = self.channel_fallback.iter().position(|c| *c == failed)?;
+        self.channel_fallback[position + 1..]
+            .iter()
+            .copied()
+            .find(|c| self.allows(*c))
     }
 
     /// The key codes are hashed under.
@@ -76,6 +102,26 @@ impl VerificationSettings {
     pub fn code_hash_secret_is_default(&self) -> bool {
         self.code_hash_secret.is_none()
     }
+}
+
+/// A comma-separated list of channels, each once; empty when unset.
+fn channels(vars: &Vars<'_>, name: &'static str) -> Result<Vec<Channel>, ConfigError> {
+    let mut list = Vec::new();
+    for word in vars.list(name) {
+        let channel = Channel::parse(&word).ok_or_else(|| {
+            ConfigError::new(
+                name,
+                format!(
+                    "expected a comma-separated list of `sms`, `whatsapp`, `call`; got `{word}`"
+                ),
+            )
+        })?;
+        if list.contains(&channel) {
+            return Err(ConfigError::new(name, format!("`{word}` is listed twice")));
+        }
+        list.push(channel);
+    }
+    Ok(list)
 }
 
 /// `+15005550006=123456,+15005550007=654321`
@@ -126,4 +172,40 @@ fn parse_countries(list: &str) -> Result<Vec<String>, ConfigError> {
         ));
     }
     Ok(countries)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::config;
+    use crate::domain::Channel;
+
+    #[test]
+    fn fallback_goes_to_the_next_allowed_channel_in_the_list() {
+        let c = config(&[
+            ("ALLOWED_CHANNELS", "sms, call"),
+            ("CHANNEL_FALLBACK", "sms,whatsapp,call"),
+        ])
+        .unwrap();
+        let v = &c.verification;
+        assert!(v.allows(Channel::Call) && !v.allows(Channel::Whatsapp));
+        assert_eq!(v.fallback_after(Channel::Sms), Some(Channel::Call));
+        assert_eq!(v.fallback_after(Channel::Call), None, "the last one");
+        assert_eq!(v.fallback_after(Channel::Whatsapp), Some(Channel::Call));
+        let defaults = config(&[]).unwrap().verification;
+        assert_eq!(defaults.allowed_channels, [Channel::Sms]);
+        assert_eq!(defaults.fallback_after(Channel::Sms), None);
+    }
+
+    #[test]
+    fn bad_channel_lists_name_their_variable() {
+        for (var, value) in [
+            ("ALLOWED_CHANNELS", "sms,pigeon"),
+            ("ALLOWED_CHANNELS", "sms,sms"),
+            ("CHANNEL_FALLBACK", "sms,fax"),
+            ("CHANNEL_FALLBACK", "call,sms,call"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{value}: {err}");
+        }
+    }
 }

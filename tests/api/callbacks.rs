@@ -15,7 +15,7 @@ use crate::twilio_contract::{MESSAGES, assert_valid};
 
 /// What Twilio is told to call, and so what it signs; the test app is reached on localhost, as a
 /// service behind a proxy is.
-const PUBLIC_BASE_URL: &str = "https://verify.example.com";
+pub(crate) const PUBLIC_BASE_URL: &str = "https://verify.example.com";
 const PATH: &str = "/webhooks/twilio/status";
 /// The sid the fake Twilio gives every message (`helpers::message_created`).
 const SID: &str = "SM00000000000000000000000000000001";
@@ -42,12 +42,12 @@ both_backends!(
     two_instances_count_the_same_report_once,
 );
 
-fn with_callbacks() -> AppOptions<'static> {
+pub(crate) fn with_callbacks() -> AppOptions<'static> {
     AppOptions::new().var("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
 }
 
 /// A status callback as Twilio sends one for an SMS.
-fn message_report(sid: &str, status: &str) -> Vec<(String, String)> {
+pub(crate) fn message_report(sid: &str, status: &str) -> Vec<(String, String)> {
     [
         ("AccountSid", TWILIO_SID),
         ("ApiVersion", "2010-04-01"),
@@ -64,7 +64,7 @@ fn message_report(sid: &str, status: &str) -> Vec<(String, String)> {
 }
 
 /// `X-Twilio-Signature` for these parameters posted to our public URL, under `token`.
-fn sign(token: &str, params: &[(String, String)]) -> String {
+pub(crate) fn sign(token: &str, params: &[(String, String)]) -> String {
     signature(
         token.as_bytes(),
         &format!("{PUBLIC_BASE_URL}{PATH}"),
@@ -89,7 +89,7 @@ async fn post_callback(
 }
 
 /// Posts the parameters signed with the account's auth token, as Twilio would.
-async fn post_signed(app: &TestApp, params: &[(String, String)]) -> Answer {
+pub(crate) async fn post_signed(app: &TestApp, params: &[(String, String)]) -> Answer {
     post_callback(app, params, Some(&sign(TWILIO_TOKEN, params))).await
 }
 

@@ -38,6 +38,7 @@ both_backends!(
     a_block_is_counted_and_logged_once,
     counts_leave_with_the_window_and_verifications_count_in_their_send_slot,
     sends_and_verifies_racing_on_one_prefix_never_fail,
+    an_automatic_fallback_is_counted_and_refused_like_any_send,
 );
 
 fn number(prefix: &str, n: usize) -> String {
@@ -432,4 +433,23 @@ async fn sends_and_verifies_racing_on_one_prefix_never_fail(backend: Backend) {
         .filter(|a| a.body["status"] == "approved")
         .count();
     assert!(verified <= phones.len());
+async fn an_automatic_fallback_is_counted_and_refused_like_any_send(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let options = crate::fallback::sms_then_call()
+        .var("FRAUD_GUARD", "enforce")
+        .var("FRAUD_MIN_UNVERIFIED_PER_PREFIX", 1)
+        .var("FRAUD_MIN_UNVERIFIED_PER_COUNTRY", 100)
+        .var("INTERNAL_API_TOKEN", TOKEN);
+    let (app, _db) = spawn_app_with(backend, options).await;
+    // The first code to the prefix is counted (one unverified, the floor)...
+    app.send_and_read_code("+12125551234").await;
+
+    // ...so its fallback, a send like any other, is over the floor: refused, and the block made.
+    let report = crate::callbacks::message_report(crate::fallback::SID, "undelivered");
+    let answer = crate::callbacks::post_signed(&app, &report).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert!(crate::channels::calls(&app).await.is_empty());
+    let blocks = blocks(&app).await;
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0]["key"], "+121255");
 }

@@ -201,6 +201,11 @@ pub async fn spawn_on(db: &TestDatabase, options: AppOptions<'_>) -> TestApp {
         .respond_with(message_created())
         .mount(&twilio)
         .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/[^/]+/Calls\.json$"))
+        .respond_with(call_created())
+        .mount(&twilio)
+        .await;
     let fake_verify = FakeVerify::default();
     mount_fake_verify(&twilio, &fake_verify).await;
 
@@ -273,6 +278,15 @@ pub async fn mount_fake_verify(server: &MockServer, fake: &FakeVerify) {
 pub fn message_created() -> ResponseTemplate {
     ResponseTemplate::new(201).set_body_json(json!({
         "sid": "SM00000000000000000000000000000001",
+        "status": "queued",
+        "to": "+12125551234",
+        "from": TWILIO_FROM,
+    }))
+}
+
+pub fn call_created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({
+        "sid": "CA00000000000000000000000000000001",
         "status": "queued",
         "to": "+12125551234",
         "from": TWILIO_FROM,

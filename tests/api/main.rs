@@ -4,10 +4,12 @@ mod helpers;
 
 mod abuse;
 mod callbacks;
+mod channels;
 mod concurrency;
 mod event_receiver;
 mod events;
 mod failover;
+mod fallback;
 mod fraud;
 mod gateway;
 mod gateway_status;

@@ -5,13 +5,14 @@ use serde_json::Value;
 use crate::helpers::{AppOptions, Backend, spawn_app, spawn_app_with};
 
 /// API.md's error table.
-const CONTRACT_CODES: [&str; 20] = [
+const CONTRACT_CODES: [&str; 21] = [
     "malformed_json",
     "unsupported_media_type",
     "payload_too_large",
     "invalid_request",
     "invalid_phone_number",
     "invalid_code_format",
+    "channel_not_available",
     "country_not_allowed",
     "invalid_signature",
     "unauthorized",

@@ -11,6 +11,10 @@ pub const MESSAGES: (&str, &str) = (
     "api_v2010_messages.reduced.json",
     "/2010-04-01/Accounts/{AccountSid}/Messages.json",
 );
+pub const CALLS: (&str, &str) = (
+    "api_v2010_calls.reduced.json",
+    "/2010-04-01/Accounts/{AccountSid}/Calls.json",
+);
 pub const VERIFICATIONS: (&str, &str) = (
     "verify_v2.reduced.json",
     "/v2/Services/{ServiceSid}/Verifications",
@@ -140,4 +144,23 @@ fn the_validator_rejects_a_drifted_request() {
         !validator.is_valid(&serde_json::json!({"to": "+12125551234", "From": "+15005550006"}))
     );
     assert!(!validator.is_valid(&serde_json::json!({"From": "+15005550006", "Body": "x"})));
+}
+
+#[test]
+fn the_calls_validator_rejects_a_drifted_call() {
+    let spec = spec(CALLS.0);
+    let schema = strict_schema(
+        &spec,
+        &spec["paths"][CALLS.1]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+            ["schema"],
+    );
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let twiml = "<Response><Say>1, 2, 3</Say></Response>";
+    assert!(validator.is_valid(
+        &serde_json::json!({"To": "+12125551234", "From": "+15005550006", "Twiml": twiml})
+    ));
+    assert!(!validator.is_valid(
+        &serde_json::json!({"To": "+12125551234", "From": "+15005550006", "TwiML": twiml})
+    ));
+    assert!(!validator.is_valid(&serde_json::json!({"To": "+12125551234", "Twiml": twiml})));
 }

@@ -1,8 +1,9 @@
 //! The verification table: one row per phone number with its current verification (code hash,
 //! attempts, expiry, status) and the times of its sends within the last hour. Every limit is a
 //! condition of the one statement that changes the row, so concurrent requests and instances
-//! serialize on that row. The send statements are in `send`.
+//! serialize on that row. The send statements are in `send` (and a fallback's in `fallback`).
 
+mod fallback;
 mod send;
 mod send_sqlite;
 

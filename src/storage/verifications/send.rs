@@ -7,6 +7,7 @@ use sqlx::postgres::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::fallback::{PG_FALLBACK_RECORDS, PG_FALLBACK_SEND};
 use super::read_state;
 use super::send_sqlite::{SQLITE_RELEASE_SEND, send_sqlite};
 use crate::domain::PhoneNumber;
@@ -96,6 +97,7 @@ select (select verification_id from sent), (select count from ip), (select count
 // The send statements joined with the counters' CTEs and the records, once.
 static PG_START_SEND_SQL: OnceLock<String> = OnceLock::new();
 static PG_RESEND_SQL: OnceLock<String> = OnceLock::new();
+static PG_FALLBACK_SQL: OnceLock<String> = OnceLock::new();
 
 // Only the send that installed the current code may void it; its time leaves the window either way.
 const PG_RELEASE_SEND: &str = r#"
@@ -360,8 +362,22 @@ async fn send_postgres(
                 pg_fraud()
             )
         }),
+        SendKind::Fallback { .. } => PG_FALLBACK_SQL.get_or_init(|| {
+            format!(
+                "{PG_FRAUD}{PG_COUNTERS}{PG_FALLBACK_SEND}{PG_FALLBACK_RECORDS}{PG_FRAUD_COLUMNS}"
+            )
+        }),
     };
-    let row = Row::Postgres(db::postgres(sql.as_str(), params).fetch_one(pool).await?);
+    // A fallback also binds the message it replaces ($27).
+    let params: Vec<Param<'_>> = match send.kind {
+        SendKind::Fallback { replaces } => params
+            .iter()
+            .copied()
+            .chain([Param::Uuid(replaces)])
+            .collect(),
+        _ => params.to_vec(),
+    };
+    let row = Row::Postgres(db::postgres(sql.as_str(), &params).fetch_one(pool).await?);
     let id: Option<Uuid> = row.get(0)?;
     let (ip_count, country_count) = (row.opt_int(1)?, row.opt_int(2)?);
     let fraud = [ScopeOutcome::read(&row, 3)?, ScopeOutcome::read(&row, 6)?];

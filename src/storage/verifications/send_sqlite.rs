@@ -5,6 +5,7 @@ use sqlx::sqlite::SqlitePool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::fallback::{SQLITE_FALLBACK, SQLITE_FALLBACK_MESSAGE};
 use super::send::{Tried, fraud_refusal};
 use crate::storage::StorageError;
 use crate::storage::counters;
@@ -94,9 +95,10 @@ pub(super) async fn send_sqlite(
     window: OffsetDateTime,
     events: bool,
 ) -> Result<Tried, StorageError> {
-    let sql = match send.kind {
-        SendKind::Start => SQLITE_START_SEND,
-        SendKind::Resend => SQLITE_RESEND,
+    let (sql, replaces) = match send.kind {
+        SendKind::Start => (SQLITE_START_SEND, None),
+        SendKind::Resend => (SQLITE_RESEND, None),
+        SendKind::Fallback { replaces } => (SQLITE_FALLBACK, Some(replaces)),
     };
     let mut tx = pool.begin().await?;
     let mut fraud = [None, None];
@@ -135,6 +137,7 @@ pub(super) async fn send_sqlite(
         .iter()
         .copied()
         .chain([Param::OptInt8(fraud_slot)])
+        .chain(replaces.map(Param::Uuid))
         .collect();
     let row = db::sqlite(sql, &params).fetch_optional(&mut *tx).await?;
     let Some(row) = row.map(Row::Sqlite) else {
@@ -159,9 +162,18 @@ pub(super) async fn send_sqlite(
             Param::Text(provider),
             Param::Time(send.now),
         ];
-        db::sqlite(SQLITE_MESSAGE, &message)
-            .execute(&mut *tx)
-            .await?;
+        let written = match replaces {
+            // The fallback's message names the one it replaces ($8).
+            Some(failed) => {
+                let message: Vec<Param<'_>> =
+                    message.into_iter().chain([Param::Uuid(failed)]).collect();
+                db::sqlite(SQLITE_FALLBACK_MESSAGE, &message)
+                    .execute(&mut *tx)
+                    .await
+            }
+            None => db::sqlite(SQLITE_MESSAGE, &message).execute(&mut *tx).await,
+        };
+        written?;
     }
     tx.commit().await?;
     Ok(Tried::Sent {
