@@ -433,6 +433,8 @@ async fn sends_and_verifies_racing_on_one_prefix_never_fail(backend: Backend) {
         .filter(|a| a.body["status"] == "approved")
         .count();
     assert!(verified <= phones.len());
+}
+
 async fn an_automatic_fallback_is_counted_and_refused_like_any_send(backend: Backend) {
     let _turn = METRICS.lock().await;
     let options = crate::fallback::sms_then_call()

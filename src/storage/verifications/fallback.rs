@@ -5,7 +5,7 @@
 //! a send that came in between, at most one new code goes out for one failure.
 
 // Postgres: after PG_FRAUD and PG_COUNTERS, in place of PG_START_SEND / PG_RESEND; the same binds
-// plus $27, the failed message. $2 (a new verification's id) and $7 (the cooldown) are bound but
+// plus $28, the failed message. $2 (a new verification's id) and $7 (the cooldown) are bound but
 // not used: a fallback renews its verification and does not wait.
 pub(super) const PG_FALLBACK_SEND: &str = r#"
 , sent as (
@@ -21,7 +21,7 @@ pub(super) const PG_FALLBACK_SEND: &str = r#"
       and (select ok from counted)
       and status = 'pending'
       and expires_at > $6
-      and current_send_id = $27
+      and current_send_id = $28
       and (select count(*) from unnest(v.send_times) t where t > $8) < $9
     returning v.verification_id
 )
@@ -36,7 +36,7 @@ pub(super) const PG_FALLBACK_RECORDS: &str = r#"
 ), new_message as (
     insert into message (message_id, verification_id, phone_number, country, channel, provider,
                          status, is_code, fallback_of, created_at, status_updated_at)
-    select $5, verification_id, $1, $15, $16, $17, 'sending', true, $27, $6, $6 from sent
+    select $5, verification_id, $1, $15, $16, $17, 'sending', true, $28, $6, $6 from sent
 )
 select (select verification_id from sent), (select count from ip), (select count from country)"#;
 

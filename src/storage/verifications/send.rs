@@ -364,11 +364,12 @@ async fn send_postgres(
         }),
         SendKind::Fallback { .. } => PG_FALLBACK_SQL.get_or_init(|| {
             format!(
-                "{PG_FRAUD}{PG_COUNTERS}{PG_FALLBACK_SEND}{PG_FALLBACK_RECORDS}{PG_FRAUD_COLUMNS}"
+                "{}{PG_FRAUD_EVENTS}{PG_COUNTERS}{PG_FALLBACK_SEND}{PG_FALLBACK_RECORDS}{PG_FRAUD_COLUMNS}",
+                pg_fraud()
             )
         }),
     };
-    // A fallback also binds the message it replaces ($27).
+    // A fallback also binds the message it replaces ($28).
     let params: Vec<Param<'_>> = match send.kind {
         SendKind::Fallback { replaces } => params
             .iter()
