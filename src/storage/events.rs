@@ -310,7 +310,8 @@ fn stored_event(row: &Row) -> Result<StoredEvent, StorageError> {
 
 impl Storage {
     /// Up to `limit` due events, leased to `owner` until `lease_until`; at most one per
-    /// verification (its oldest). The dispatcher's, so not through the gate.
+    /// verification (its oldest). The dispatcher's statements pass the gate like requests, so a
+    /// batch of deliveries never holds more connections than the pool has.
     pub async fn claim_events(
         &self,
         now: OffsetDateTime,
@@ -318,6 +319,7 @@ impl Storage {
         owner: Uuid,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StorageError> {
+        let _turn = self.gate.enter().await?;
         if matches!(self.db, Db::Sqlite(_))
             && self
                 .db
@@ -344,6 +346,7 @@ impl Storage {
 
     /// A delivered event, or one dropped past its age: removed.
     pub async fn remove_event(&self, seq: i64) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
         self.db.execute(REMOVE, &[Param::Int8(seq)]).await.map(drop)
     }
 
@@ -354,6 +357,7 @@ impl Storage {
         owner: Uuid,
         next: OffsetDateTime,
     ) -> Result<(), StorageError> {
+        let _turn = self.gate.enter().await?;
         let params = [Param::Int8(seq), Param::Uuid(owner), Param::Time(next)];
         self.db.execute(RETRY, &params).await.map(drop)
     }

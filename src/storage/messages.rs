@@ -79,11 +79,17 @@ macro_rules! forward_only {
     };
 }
 
-// The provider's answer to the send itself (and the locale the message was sent for, $6).
-macro_rules! answered {
+// Each update returns the change it made; for a status that events report, its event is written
+// with it (`events::update_with_status_event` reads these columns).
+macro_rules! returning_change {
     () => {
-        concat!(
-            r#"
+        "returning message_id, verification_id, channel, accepted_at, phone_number, error_code, status\n"
+    };
+}
+
+// The provider's answer to the send itself (and the locale the message was sent for, $6).
+const ANSWERED: Sql = Sql::same(concat!(
+    r#"
 update message set status = $2,
     provider_message_id = coalesce($3, provider_message_id),
     error_code = coalesce($4, error_code),
@@ -91,54 +97,36 @@ update message set status = $2,
     accepted_at = case when $2 in ('accepted', 'sent') then $5 else accepted_at end,
     status_updated_at = $5
 where message_id = $1"#,
-            forward_only!()
-        )
-    };
-}
-const ANSWERED: Sql = Sql::same(answered!());
+    forward_only!(),
+    returning_change!()
+));
 
 // A delivery report: found by the provider's id, applied only forward, so of two instances that
 // receive the same callback one changes the row and the other finds nothing to change.
-macro_rules! reported {
-    () => {
-        concat!(
-            r#"
+const REPORTED: Sql = Sql::same(concat!(
+    r#"
 update message set status = $2,
     error_code = coalesce($4, error_code),
     accepted_at = coalesce(accepted_at, $5),
     status_updated_at = $5
 where provider = $1 and provider_message_id = $3"#,
-            forward_only!()
-        )
-    };
-}
+    forward_only!(),
+    returning_change!()
+));
 
 // A report from our own gateway names our message id; the provider condition keeps it to the
 // webhook's messages.
-macro_rules! reported_by_id {
-    () => {
-        concat!(
-            r#"
+const REPORTED_BY_ID: Sql = Sql::same(concat!(
+    r#"
 update message set status = $2,
     error_code = coalesce($4, error_code),
     accepted_at = coalesce(accepted_at, $5),
     status_updated_at = $5
 where message_id = $1 and provider = $3"#,
-            forward_only!()
-        )
-    };
-}
+    forward_only!(),
+    returning_change!()
+));
 
-// Each update as it returns the change; for a status that events report, its event is written
-// with it (`events::update_with_status_event` reads these columns).
-macro_rules! returning_change {
-    () => {
-        "returning message_id, verification_id, channel, accepted_at, phone_number, error_code, status\n"
-    };
-}
-const ANSWERED_CHANGE: Sql = Sql::same(concat!(answered!(), returning_change!()));
-const REPORTED: Sql = Sql::same(concat!(reported!(), returning_change!()));
-const REPORTED_BY_ID: Sql = Sql::same(concat!(reported_by_id!(), returning_change!()));
 static ANSWERED_EVENT: OnceLock<String> = OnceLock::new();
 static REPORTED_EVENT: OnceLock<String> = OnceLock::new();
 static REPORTED_BY_ID_EVENT: OnceLock<String> = OnceLock::new();
@@ -221,7 +209,7 @@ impl Storage {
         ];
         // A send that ended unavailable leaves its message `failed`: a change that events report.
         if self.events && events::reported(status) {
-            let update = (ANSWERED_CHANGE, &ANSWERED_EVENT);
+            let update = (ANSWERED, &ANSWERED_EVENT);
             return self
                 .update_message(update, &params, status, now)
                 .await
