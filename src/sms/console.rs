@@ -41,11 +41,12 @@ impl SmsSender for ConsoleSender {
     ) -> BoxFuture<'a, Result<SentMessage, SmsError>> {
         async move {
             let (code, body) = message.ours()?;
+            // `to` then `code` first: tools read the code from this line (.ci/compose_check.py).
             tracing::info!(
                 to = %to.masked(),
+                code = code.expose(),
                 channel = message.channel.as_str(),
                 locale = message.locale.map(|l| l.as_ref()).unwrap_or(""),
-                code = code.expose(),
                 body,
                 "console SMS provider: not sent, copy the code from here"
             );
