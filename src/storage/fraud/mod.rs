@@ -270,8 +270,22 @@ pub(super) async fn adjust_sqlite(
     Ok(())
 }
 
-/// Moves counts of a counted send's slot in both its scopes, prefix first (the sends' lock order),
-/// each in its own statement: `unverified` and `verified` are added (-1 and 1 for an approval).
+/// ADJUST's parameters for both scopes of a counted send, prefix first (the sends' lock order):
+/// `unverified` and `verified` are added (-1 and 1 for an approval).
+fn adjustments(
+    counted: &FraudCounted,
+    unverified: i32,
+    verified: i32,
+    now: OffsetDateTime,
+) -> [[Param<'_>; 8]; 2] {
+    let at = |scope, key| adjust_params(scope, key, counted.slot, unverified, verified, now);
+    [
+        at(FraudScope::Prefix, &counted.prefix),
+        at(FraudScope::Country, &counted.country),
+    ]
+}
+
+/// Moves counts of a counted send's slot in both its scopes, each in its own statement.
 pub(super) async fn adjust(
     db: &Db,
     counted: &FraudCounted,
@@ -279,11 +293,7 @@ pub(super) async fn adjust(
     verified: i32,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
-    for (scope, key) in [
-        (FraudScope::Prefix, &counted.prefix),
-        (FraudScope::Country, &counted.country),
-    ] {
-        let params = adjust_params(scope, key, counted.slot, unverified, verified, now);
+    for params in adjustments(counted, unverified, verified, now) {
         db.execute(ADJUST, &params).await?;
     }
     Ok(())
@@ -297,11 +307,7 @@ pub(super) async fn adjust_in(
     verified: i32,
     now: OffsetDateTime,
 ) -> Result<(), StorageError> {
-    for (scope, key) in [
-        (FraudScope::Prefix, &counted.prefix),
-        (FraudScope::Country, &counted.country),
-    ] {
-        let params = adjust_params(scope, key, counted.slot, unverified, verified, now);
+    for params in adjustments(counted, unverified, verified, now) {
         tx.execute(ADJUST, &params).await?;
     }
     Ok(())
