@@ -2,12 +2,12 @@
 //! windows (UTC clock hours), shared by all instances.
 
 use sqlx::SqliteConnection;
-use sqlx::postgres::PgPool;
 use time::OffsetDateTime;
 
 use super::StorageError;
 use super::db::{self, Db, Param, Row, Sql};
 use super::outcomes::{CapScope, CounterCap, NewSend};
+use super::pg_conns::PgConns;
 
 // Postgres: the counters are CTEs of the send statement (one round trip), after the fraud guard's
 // (`fraud::pg_fraud()`, whose `fraud_ok` they wait for). The client IP's and the country's counters for this
@@ -99,7 +99,7 @@ pub(super) async fn count_sqlite(
 
 /// Postgres: gives back the counters a send was counted in.
 pub(super) async fn uncount_postgres(
-    pool: &PgPool,
+    pool: &PgConns,
     window: OffsetDateTime,
     counted: &[(CapScope, String)],
 ) -> Result<(), StorageError> {
@@ -115,7 +115,7 @@ pub(super) async fn uncount_postgres(
         Param::Text(country.map(|(_, k)| k.as_str()).unwrap_or("")),
         Param::Bool(country.is_some()),
     ];
-    db::postgres(PG_UNCOUNT, &params).execute(pool).await?;
+    pool.execute(db::postgres(PG_UNCOUNT, &params)).await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow, Postgres};
 use sqlx::query::Query;
 use sqlx::sqlite::{
     Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow,
@@ -16,10 +16,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StorageError;
+use super::pg_conns::PgConns;
 
 #[derive(Debug, Clone)]
 pub(super) enum Db {
-    Postgres(PgPool),
+    /// Connections of our own (`pg_conns`): one round trip per statement.
+    Postgres(PgConns),
     /// The embedded store: the same tables and statements, with times as Unix milliseconds and send
     /// times as a JSON array. SQLite runs one writer at a time, which serializes the statements as
     /// the row lock does in Postgres.
@@ -294,15 +296,16 @@ impl Db {
             // A statement stuck behind a lock or a sick server fails instead of holding the
             // request (and a pool connection) forever.
             .options([("statement_timeout", "10s"), ("lock_timeout", "5s")]);
-        let pool = pool_options(max_connections, acquire_timeout)
-            // No ping before each use: it would double the round trips of every request. A
-            // connection that died (server restart) fails its next statement instead, which
-            // answers 503 once and is replaced.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Db::Postgres(pool))
+        let conns = PgConns::connect(options, max_connections, acquire_timeout).await?;
+        let mut migrating = conns.acquire().await?;
+        let migrated = sqlx::migrate!("migrations/postgres")
+            .run(&mut *migrating)
+            .await;
+        if migrated.is_ok() {
+            migrating.settle(&Ok::<(), sqlx::Error>(()));
+        }
+        migrated?;
+        Ok(Db::Postgres(conns))
     }
 
     pub(super) fn backend(&self) -> &'static str {
@@ -318,8 +321,8 @@ impl Db {
         params: &[Param<'_>],
     ) -> Result<Option<Row>, StorageError> {
         Ok(match self {
-            Db::Postgres(pool) => postgres(sql.postgres, params)
-                .fetch_optional(pool)
+            Db::Postgres(conns) => conns
+                .fetch_optional(postgres(sql.postgres, params))
                 .await?
                 .map(Row::Postgres),
             Db::Sqlite(pool) => sqlite(sql.sqlite, params)
@@ -335,8 +338,8 @@ impl Db {
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, StorageError> {
         Ok(match self {
-            Db::Postgres(pool) => postgres(sql.postgres, params)
-                .fetch_all(pool)
+            Db::Postgres(conns) => conns
+                .fetch_all(postgres(sql.postgres, params))
                 .await?
                 .into_iter()
                 .map(Row::Postgres)
@@ -379,8 +382,8 @@ impl Db {
         params: &[Param<'_>],
     ) -> Result<u64, StorageError> {
         let done = match self {
-            Db::Postgres(pool) => postgres(sql.postgres, params)
-                .execute(pool)
+            Db::Postgres(conns) => conns
+                .execute(postgres(sql.postgres, params))
                 .await?
                 .rows_affected(),
             Db::Sqlite(pool) => sqlite(sql.sqlite, params)

@@ -34,7 +34,7 @@ impl From<sqlx::Error> for StorageError {
 
 /// Errors that say "the database cannot serve us right now" rather than "this query is wrong": the
 /// client gets a 503 with `Retry-After` for these.
-fn is_unavailable(e: &sqlx::Error) -> bool {
+pub(super) fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

@@ -17,6 +17,7 @@ mod fraud;
 mod gate;
 mod messages;
 mod outcomes;
+mod pg_conns;
 mod records;
 mod settings;
 mod tx;

@@ -2,20 +2,21 @@
 //! together (an approval with its record and its event on SQLite, or any backend's Twilio Verify
 //! approval).
 
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::StorageError;
 use super::db::{self, Db, Param, Row, Sql};
+use super::pg_conns::PgTx;
 
 pub(super) enum Tx {
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(PgTx),
     Sqlite(Transaction<'static, Sqlite>),
 }
 
 impl Db {
     pub(super) async fn begin(&self) -> Result<Tx, StorageError> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Postgres(conns) => Tx::Postgres(conns.begin().await?),
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
         })
     }
@@ -30,7 +31,7 @@ impl Tx {
     ) -> Result<u64, StorageError> {
         Ok(match self {
             Tx::Postgres(tx) => db::postgres(sql.postgres, params)
-                .execute(&mut **tx)
+                .execute(tx.conn())
                 .await?
                 .rows_affected(),
             Tx::Sqlite(tx) => db::sqlite(sql.sqlite, params)
@@ -47,7 +48,7 @@ impl Tx {
     ) -> Result<Option<Row>, StorageError> {
         Ok(match self {
             Tx::Postgres(tx) => db::postgres(sql.postgres, params)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(tx.conn())
                 .await?
                 .map(Row::Postgres),
             Tx::Sqlite(tx) => db::sqlite(sql.sqlite, params)

@@ -9,6 +9,7 @@ use phone_verify::config::Config;
 use phone_verify::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path_regex};
@@ -95,13 +96,19 @@ pub enum Backend {
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The server and name of a Postgres database this test made, dropped with it.
+    made: Option<(String, String)>,
 }
 
 impl TestDatabase {
     /// A database someone else made (and cleans up): the drills' private clusters.
     #[allow(dead_code)]
     pub fn existing(url: String) -> Self {
-        Self { url, _dir: None }
+        Self {
+            url,
+            _dir: None,
+            made: None,
+        }
     }
 
     pub async fn new(backend: Backend) -> Self {
@@ -126,7 +133,11 @@ impl TestDatabase {
                     Some((server, _)) => format!("{server}/{name}"),
                     None => panic!("TEST_DATABASE_URL must end in /<database>"),
                 };
-                Self { url, _dir: None }
+                Self {
+                    url,
+                    _dir: None,
+                    made: Some((admin_url, name)),
+                }
             }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -134,8 +145,39 @@ impl TestDatabase {
                 Self {
                     url,
                     _dir: Some(dir),
+                    made: None,
                 }
             }
+        }
+    }
+}
+
+/// Drops the test's Postgres database, so that test runs do not fill the disk (each is ~8 MB).
+/// On a thread of its own: `Drop` cannot await, and the test's runtime may be shutting down.
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.made.take() else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database");
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                // `force`: an instance of the test may still hold connections.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut admin)
+                .await
+                .map(drop)
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop a test database: {e}");
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::OnceLock;
 
-use sqlx::postgres::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,6 +21,7 @@ use crate::storage::outcomes::{
     CapScope, HOUR, NewSend, RETRIES, Reservation, SendKind, SendOutcome, classify_refused_send,
     until_next_window, window_start,
 };
+use crate::storage::pg_conns::PgConns;
 use crate::storage::{Storage, StorageError};
 
 // Postgres: the send follows the counters' CTEs (PG_COUNTERS) in one statement, and writes the row
@@ -237,7 +237,7 @@ impl Storage {
         ];
         match &self.db {
             Db::Postgres(pool) => {
-                db::postgres(PG_RELEASE_SEND, &params).execute(pool).await?;
+                pool.execute(db::postgres(PG_RELEASE_SEND, &params)).await?;
                 counters::uncount_postgres(pool, window, &reservation.counted).await?;
                 if let Some(counted) = &reservation.fraud {
                     fraud::adjust(&self.db, counted, -1, 0, reservation.sent_at).await?;
@@ -344,7 +344,7 @@ pub(super) fn fraud_refusal(
 
 /// One statement; if the row refused, the counters and fraud counts it took are given back.
 async fn send_postgres(
-    pool: &PgPool,
+    pool: &PgConns,
     send: &NewSend<'_>,
     params: &[Param<'_>],
     window: OffsetDateTime,
@@ -378,7 +378,7 @@ async fn send_postgres(
             .collect(),
         _ => params.to_vec(),
     };
-    let row = Row::Postgres(db::postgres(sql.as_str(), &params).fetch_one(pool).await?);
+    let row = Row::Postgres(pool.fetch_one(db::postgres(sql.as_str(), &params)).await?);
     let id: Option<Uuid> = row.get(0)?;
     let (ip_count, country_count) = (row.opt_int(1)?, row.opt_int(2)?);
     let fraud = [ScopeOutcome::read(&row, 3)?, ScopeOutcome::read(&row, 6)?];
