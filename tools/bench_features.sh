@@ -13,6 +13,9 @@
 #          guard counts and checks every send and every approval but never refuses: the load's
 #          first 64 concurrent sends to one prefix would otherwise exceed the default floor of 20
 #          before any code is verified, and a block would end the run.
+#   baseline: another build of the service (off: the binary at BASELINE_BIN, e.g. a release build of
+#          an earlier commit) vs this one (on), both with the service's defaults: a before/after
+#          of a change, interleaved like the features.
 #   events: EVENTS_WEBHOOK_URL unset vs set, pointed at a receiver that this script starts (a
 #          Python http.server answering 204 to every POST): each flow's approval writes its event in
 #          the verify statement and the dispatcher delivers it, so "on" pays for the outbox rows,
@@ -71,8 +74,13 @@ PY
   log "events receiver on 127.0.0.1:$receiver_port (pid $receiver_pid)"
 fi
 
+if [[ " $FEATURES " == *" baseline "* && ! -x ${BASELINE_BIN:-} ]]; then
+  log "FEATURES names baseline: set BASELINE_BIN to the earlier build's phone-verify"; exit 2
+fi
+
 variant_env() { # FEATURE off|on -> --service-env arguments
   case "$1:$2" in
+    baseline:*) echo "" ;;
     fraud:off) echo "--service-env FRAUD_GUARD=off" ;;
     fraud:on) echo "--service-env FRAUD_GUARD=enforce --service-env FRAUD_MIN_UNVERIFIED_PER_PREFIX=1000000 --service-env FRAUD_MIN_UNVERIFIED_PER_COUNTRY=1000000" ;;
     events:off) echo "" ;;
@@ -82,8 +90,8 @@ variant_env() { # FEATURE off|on -> --service-env arguments
   esac
 }
 
-run() { # NAME BACKEND [loadgen args...]
-  local name=$1 backend=$2 url db=""; shift 2
+run() { # NAME BACKEND BINARY [loadgen args...]
+  local name=$1 backend=$2 bin=$3 url db=""; shift 3
   if [[ $backend == postgres ]]; then
     db=pv_bench_${name//-/_}
     dropdb --if-exists "$db" 2>/dev/null
@@ -93,7 +101,7 @@ run() { # NAME BACKEND [loadgen args...]
     rm -rf "$out/$name.sqlite" && mkdir -p "$out/$name.sqlite"
     url="sqlite://$out/$name.sqlite/pv.db"
   fi
-  "$lg" --service-bin "$svc" --database-url "$url" --users "$USERS" --fake-latency-ms "$LATENCY" \
+  "$lg" --service-bin "$bin" --database-url "$url" --users "$USERS" --fake-latency-ms "$LATENCY" \
     --warmup-secs "$WARMUP" --duration-secs "$DURATION" --label "$name" \
     --json "$out/$name.json" --service-log "$out/$name.log" "$@" > "$out/$name.txt" \
     || { cat "$out/$name.txt" >&2; log "run $name FAILED"; }
@@ -108,7 +116,9 @@ for feature in $FEATURES; do
       order="off on"; (( round % 2 == 0 )) && order="on off"
       for v in $order; do
         # shellcheck disable=SC2046
-        run "$feature-$backend-$v-r$round" "$backend" $(variant_env "$feature" "$v")
+        bin=$svc
+        [[ $feature == baseline && $v == off ]] && bin=$BASELINE_BIN
+        run "$feature-$backend-$v-r$round" "$backend" "$bin" $(variant_env "$feature" "$v")
       done
     done
   done

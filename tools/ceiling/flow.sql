@@ -166,7 +166,7 @@ fraud_country as (
     insert into verification as v
         (phone_number, verification_id, status, code_hash, attempts, expires_at, current_send_id,
          send_times, fraud_slot, created_at, updated_at)
-    select :phone::text, :vid::uuid, 'pending', :hash::bytea, 0, :expires::timestamptz, md5(:phone::text)::uuid, array[:now::timestamptz::timestamptz],
+    select :phone::text, md5(:phone::text || 'v')::uuid, 'pending', :hash::bytea, 0, :expires::timestamptz, md5(:phone::text)::uuid, array[:now::timestamptz::timestamptz],
         case when :fraud_mode::int4 > 0 then :slot::int8::int8 end, :now::timestamptz, :now::timestamptz
     where (select ok from counted)
     on conflict (phone_number) do update set

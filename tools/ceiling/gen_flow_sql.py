@@ -83,11 +83,13 @@ SEND_BINDS = {
     # Events: -D events=false (off, the default) or true (EVENTS_WEBHOOK_URL set).
     "self.events": "events",
 }
-# Variables that must differ per flow, where a -D constant would not: a message id per send (the
-# message table's primary key), derived from the flow's unique number.
+# Variables that must differ per flow, where a -D constant would not: a verification id and a message
+# id per send (the primary keys of verification_record and message), derived from the flow's unique
+# number. A constant verification id made every flow update one verification_record row, and the
+# ceiling measured that row's lock instead of the statements.
 # The prefix is per flow too: the fraud guard's row of the number's first digits, as the service's
 # prefixes are for its numbers.
-PER_FLOW = {"sid": "md5(:phone::text)::uuid", "prefix": "left(:phone::text, 6)"}
+PER_FLOW = {"vid": "md5(:phone::text || 'v')::uuid", "sid": "md5(:phone::text)::uuid", "prefix": "left(:phone::text, 6)"}
 CHECK_BINDS = {
     "check.phone.as_ref()": "phone",
     "Some(&check.code_hash)": "hash",

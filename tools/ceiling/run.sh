@@ -47,8 +47,6 @@ vars=(
   -D "hour_ago=$(ts $((now_s - 3600)))"
   -D "expires=$(ts $((now_s + 600)))"
   -D "window=$(ts $((now_s / 3600 * 3600)))"
-  -D "vid=5d0c1a52-7f0e-4d7e-9a3c-8f5e3c2b1a00"
-  -D "sid=5d0c1a52-7f0e-4d7e-9a3c-8f5e3c2b1a01"
   # an HMAC-SHA256 is 32 bytes
   -D 'hash=\x8d969eef6ecad3c29a3a629280e686cf0c3f5d5a86aff3ca12020c923adc6c92'
   -D max_sends=5 -D max_attempts=5
