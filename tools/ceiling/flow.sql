@@ -49,6 +49,10 @@
 \set phone :base + :client_id * 100000000 + :seq
 with locked as (
     select 1 from verification where phone_number = :phone::text and :fraud_mode::int4 > 0 for update
+), queued as (
+    select pg_advisory_xact_lock(1886781441, hashtext(left(:phone::text, 6))),
+           pg_advisory_xact_lock(1886781442, hashtext(:country::text))
+    where :fraud_mode::int4 > 0 and (select count(*) from locked) >= 0
 ),
 fraud_prefix as (
     insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
@@ -57,7 +61,7 @@ fraud_prefix as (
         array_fill(-1::int8, array[:position::int4 - 1]) || :slot::int8::int8 || array_fill(-1::int8, array[:ring::int4 - :position::int4]),
         array_fill(0, array[:position::int4 - 1]) || 1 || array_fill(0, array[:ring::int4 - :position::int4]),
         array_fill(0, array[:ring::int4]), :slot::int8, 1, 0, 1, :now::timestamptz
-    where :fraud_mode::int4 > 0 and (select count(*) from locked) >= 0
+    where :fraud_mode::int4 > 0 and (select count(*) from queued) >= 0
     on conflict (scope, key) do update set
         (slots, unverified, verified, newest_slot, unverified_total, verified_total, outcome,
          blocked_at, blocked_until, block_unverified, block_verified, updated_at) =

@@ -4,6 +4,11 @@
 
 // Postgres: the fraud guard's CTEs, first in the send statement. `locked` takes the number's row
 // lock before the scopes' (an approval holds it while it updates them: same order, no deadlock).
+// `queued` then waits its turn for the prefix and the country on transaction-scoped advisory locks
+// (classes 0x7076_0001 and 0x7076_0002: "pv" 1 and 2), so concurrent sends to one scope wait in a queue and are
+// woken one at a time. Without it they all wait on the row's upsert, and each commit wakes every
+// waiter to retry its insert: at 64 clients that was 290 instead of 830 flows/s and 6 ms of
+// Postgres CPU per flow. A collision of two keys' hashes only makes them queue together.
 // Each scope's upsert decides from the row it holds locked: U and V are the row's totals, kept for
 // its newest slot; when a new slot starts ($20, the current slot), they are summed afresh over the
 // ring's live slots ($22 the ring size), once per slot. over = U >= max(floor, ratio x V); it counts
@@ -13,6 +18,10 @@
 pub(in crate::storage) const PG_FRAUD_HEAD: &str = r#"
 with locked as (
     select 1 from verification where phone_number = $1 and $18 > 0 for update
+), queued as (
+    select pg_advisory_xact_lock(1886781441, hashtext($19)),
+           pg_advisory_xact_lock(1886781442, hashtext($15))
+    where $18 > 0 and (select count(*) from locked) >= 0
 )"#;
 
 // One scope's upsert, written once: `pg_fraud()` fills it in for the prefix and the country from
@@ -67,7 +76,7 @@ pub(in crate::storage) const PG_FRAUD_SCOPES: [[&str; 5]; 2] = [
         "prefix",
         "$19",
         "$23",
-        "$18 > 0 and (select count(*) from locked) >= 0",
+        "$18 > 0 and (select count(*) from queued) >= 0",
     ],
     [
         "fraud_country",
