@@ -1,5 +1,6 @@
 //! phone-verify: verifies phone numbers with SMS one-time codes.
 
+pub mod allocator;
 pub mod cli;
 pub mod clock;
 pub mod config;

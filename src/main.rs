@@ -3,14 +3,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use phone_verify::allocator;
 use phone_verify::cli::{self, Cli, Command};
 use phone_verify::config::Config;
 use phone_verify::startup::{self, Application};
 use phone_verify::telemetry;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     startup::mark_process_start();
+    allocator::limit_arenas();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("phone-verify: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     // A missing .env is normal; the environment alone is a complete configuration.
     let _ = dotenvy::dotenv();

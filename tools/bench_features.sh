@@ -15,7 +15,8 @@
 #          before any code is verified, and a block would end the run.
 #   baseline: another build of the service (off: the binary at BASELINE_BIN, e.g. a release build of
 #          an earlier commit) vs this one (on), both with the service's defaults: a before/after
-#          of a change, interleaved like the features.
+#          of a change, interleaved like the features. BASELINE_ENV="K=V ..." sets variables for
+#          both (e.g. FRAUD_GUARD=off, to see a change apart from the fraud guard).
 #   events: EVENTS_WEBHOOK_URL unset vs set, pointed at a receiver that this script starts (a
 #          Python http.server answering 204 to every POST): each flow's approval writes its event in
 #          the verify statement and the dispatcher delivers it, so "on" pays for the outbox rows,
@@ -80,7 +81,7 @@ fi
 
 variant_env() { # FEATURE off|on -> --service-env arguments
   case "$1:$2" in
-    baseline:*) echo "" ;;
+    baseline:*) for kv in ${BASELINE_ENV:-}; do printf -- '--service-env %s ' "$kv"; done ;;
     fraud:off) echo "--service-env FRAUD_GUARD=off" ;;
     fraud:on) echo "--service-env FRAUD_GUARD=enforce --service-env FRAUD_MIN_UNVERIFIED_PER_PREFIX=1000000 --service-env FRAUD_MIN_UNVERIFIED_PER_COUNTRY=1000000" ;;
     events:off) echo "" ;;

@@ -54,15 +54,25 @@ pub struct Storage {
     events: bool,
 }
 
+/// SQLite writes one transaction at a time: requests beyond the writer and the next in line would
+/// only poll its lock (busy timeout), each holding a connection with its own page and statement
+/// caches. Measured at 256 users: 2 turns gave more flows/s than 10, at 4 MiB less RSS.
+const SQLITE_TURNS: u32 = 2;
+
 /// Connects to the database named by the URL, creating what is needed, and applies migrations.
 pub async fn connect(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<Storage, StorageError> {
+    let db = db::Db::connect(url, max_connections, acquire_timeout).await?;
+    let turns = match db {
+        db::Db::Postgres(_) => max_connections,
+        db::Db::Sqlite(_) => max_connections.min(SQLITE_TURNS),
+    };
     Ok(Storage {
-        db: db::Db::connect(url, max_connections, acquire_timeout).await?,
-        gate: Gate::new(max_connections, acquire_timeout),
+        db,
+        gate: Gate::new(turns, acquire_timeout),
         events: false,
     })
 }

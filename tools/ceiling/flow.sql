@@ -44,9 +44,11 @@
 --   $7: RING_SLOTS as i32  ->  :ring::int4
 --   $8: self.events  ->  :events::bool
 --
--- A fresh number per flow, unique across clients: :base + client_id * 10^8 + a per-client counter.
+-- A fresh number per flow, unique across clients (fewer than 1,000): :base + a per-client counter *
+-- 1,000 + client_id. Like the load tool's numbers, all of a run's numbers share their first six
+-- characters, so every flow counts in one fraud-guard prefix as well as one country.
 \set seq :seq + 1
-\set phone :base + :client_id * 100000000 + :seq
+\set phone :base + :seq * 1000 + :client_id
 with locked as (
     select 1 from verification where phone_number = :phone::text and :fraud_mode::int4 > 0 for update
 ), queued as (

@@ -67,13 +67,13 @@ run() { # base seconds
 }
 
 if (( warmup > 0 )); then
-  run 10000000000 "$warmup" >/dev/null
+  run 10000000000000 "$warmup" >/dev/null
 fi
 # CPU of the measured run: the Postgres processes (from /proc) and pgbench itself (bash's `time`).
 cpu_snap=$(mktemp)
 python3 "$here/cpu.py" snap "$cpu_snap"
 TIMEFORMAT='%R %U %S'
-{ time run 20000000000 "$seconds" > "$cpu_snap.out"; } 2> "$cpu_snap.time"
+{ time run 20000000000000 "$seconds" > "$cpu_snap.out"; } 2> "$cpu_snap.time"
 out=$(cat "$cpu_snap.out")
 echo "$out"
 read -r wall user sys < <(tail -1 "$cpu_snap.time")
