@@ -79,7 +79,7 @@ pub(super) const PG_FRAUD_EVENTS: &str = r#"
 
 // Postgres, in the check statement after PG_CHECK_FRAUD: the approval's event, or the event of
 // the wrong code that used the last attempt (CHECK_UPDATE admits only attempts < $4, so reaching
-// $4 happens once). The message is the one that carried the code ($8 events on).
+// $4 happens once). The message is the one that carried the code ($7 events on).
 pub(super) const PG_CHECK_EVENTS: &str = r#"
 , check_event as (
     insert into event (event_id, event_type, verification_id, message_id, phone_number, channel,
@@ -89,7 +89,7 @@ pub(super) const PG_CHECK_EVENTS: &str = r#"
              else 'verification.max_attempts_reached' end,
         c.verification_id, m.message_id, $1, m.channel, $3, $3
     from checked c left join message m on m.message_id = c.current_send_id
-    where $8 and (c.approved or c.attempts >= $4)
+    where $7 and (c.approved or c.attempts >= $4)
 )"#;
 
 // Postgres: a message update (`changed`, returning the change: message_id, verification_id,

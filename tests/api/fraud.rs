@@ -27,6 +27,7 @@ both_backends!(
     an_attack_on_one_prefix_gets_exactly_the_floor_through_two_instances,
     a_second_prefix_gets_through_until_the_country_floor,
     verified_codes_raise_the_allowance_by_the_ratio,
+    approvals_racing_through_two_instances_each_count_once,
     promptly_verified_sends_are_never_refused,
     monitor_mode_refuses_nothing_but_records_the_block,
     off_counts_nothing,
@@ -175,6 +176,42 @@ async fn verified_codes_raise_the_allowance_by_the_ratio(backend: Backend) {
         assert_eq!(listed[0]["unverified"], allowed, "ratio {ratio}");
         assert_eq!(listed[0]["verified"], 4, "ratio {ratio}");
     }
+}
+
+/// Approvals are counted by the scope's next send (Postgres) or at once (SQLite); either way each
+/// counts exactly once, however the flows interleave across instances.
+async fn approvals_racing_through_two_instances_each_count_once(backend: Backend) {
+    let _turn = METRICS.lock().await;
+    let db = TestDatabase::new(backend).await;
+    let options = || guarded(30, 1000).var("FRAUD_UNVERIFIED_RATIO", "2.0");
+    let a = spawn_on(&db, options()).await;
+    let b = spawn_on(&db, options()).await;
+
+    // 24 flows at once, each sent through one instance and verified through the other.
+    let flow = |n: usize| {
+        let (sender, verifier) = if n.is_multiple_of(2) {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        async move {
+            let phone = number(PREFIX, n);
+            let code = sender.send_and_read_code(&phone).await;
+            verifier.verify(&phone, &code).await.status
+        }
+    };
+    let verified = join_all((0..24).map(flow)).await;
+    assert_eq!(verified, vec![StatusCode::OK; 24]);
+
+    // V = 24, so exactly max(30, 2.0 x 24) = 48 unverified messages get through.
+    let statuses = send_range(&a, PREFIX, 24, 24 + 50).await;
+    assert_eq!(&statuses[..48], vec![200; 48]);
+    assert_eq!(&statuses[48..], [403, 403]);
+    let listed = blocks(&b).await;
+    assert_eq!(listed[0]["unverified"], 48, "{listed:?}");
+    assert_eq!(listed[0]["verified"], 24, "{listed:?}");
+    a.stop().await;
+    b.stop().await;
 }
 
 async fn promptly_verified_sends_are_never_refused(backend: Backend) {

@@ -41,8 +41,7 @@
 --   $4: check.max_attempts as i32  ->  :max_attempts::int4
 --   $5: &check.fraud_keys.prefix  ->  :prefix::text
 --   $6: &check.fraud_keys.country  ->  :country::text
---   $7: RING_SLOTS as i32  ->  :ring::int4
---   $8: self.events  ->  :events::bool
+--   $7: self.events  ->  :events::bool
 --
 -- A fresh number per flow, unique across clients (fewer than 1,000): :base + a per-client counter *
 -- 1,000 + client_id. Like the load tool's numbers, all of a run's numbers share their first six
@@ -56,7 +55,10 @@ with locked as (
            pg_advisory_xact_lock(1886781442, hashtext(:country::text))
     where :fraud_mode::int4 > 0 and (select count(*) from locked) >= 0
 ),
-fraud_prefix as (
+fraud_prefix_folded as (
+    delete from fraud_conversion c where c.scope = 'prefix' and c.key = left(:phone::text, 6) and :fraud_mode::int4 > 0 and (select count(*) from queued) >= 0
+    returning c.slot
+), fraud_prefix as (
     insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
                                   unverified_total, verified_total, outcome, updated_at)
     select 'prefix', left(:phone::text, 6),
@@ -69,10 +71,10 @@ fraud_prefix as (
          blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
-                     else f.unverified end,
-                case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
-                     else f.verified end,
+                case when d.counts then g.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || g.unverified[(:position::int4 + 1):]
+                     else g.unverified end,
+                case when d.counts then g.verified[1:(:position::int4 - 1)] || d.here_v || g.verified[(:position::int4 + 1):]
+                     else g.verified end,
                 :slot::int8, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -81,22 +83,34 @@ fraud_prefix as (
                 case when d.blocks then d.u else f.block_unverified end,
                 case when d.blocks then d.v else f.block_verified end,
                 :now::timestamptz
-         from (select w.*, (:fraud_mode::int4 = 1 or not (w.blocked or w.over)) as counts,
+         from (select array_agg(greatest(f.unverified[i] - k.n, 0) order by i) as unverified,
+                      array_agg(f.verified[i] + k.n order by i) as verified,
+                      (f.unverified_total - coalesce(sum(least(f.unverified[i], k.n))
+                          filter (where f.slots[i] > f.newest_slot - :ring::int4), 0))::int as unverified_total,
+                      (f.verified_total + coalesce(sum(k.n)
+                          filter (where f.slots[i] > f.newest_slot - :ring::int4), 0))::int as verified_total
+               from generate_subscripts(f.slots, 1) i
+               cross join lateral (select count(*)::int as n from fraud_prefix_folded x
+                                   where x.slot = f.slots[i]) k) g
+         cross join lateral (select w.*, (:fraud_mode::int4 = 1 or not (w.blocked or w.over)) as counts,
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > :now::timestamptz, false) as blocked,
                             s.u >= greatest(:min_prefix::int8::float8, :ratio::float8 * s.v) as over
                      from (select
-                         case when f.newest_slot = :slot::int8 then f.unverified_total
-                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                         case when f.newest_slot = :slot::int8 then g.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, g.unverified) x(s, u)
                                     where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as u,
-                         case when f.newest_slot = :slot::int8 then f.verified_total
-                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                         case when f.newest_slot = :slot::int8 then g.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, g.verified) x(s, v)
                                     where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as v,
-                         case when f.slots[:position::int4] = :slot::int8 then f.unverified[:position::int4] else 0 end as here_u,
-                         case when f.slots[:position::int4] = :slot::int8 then f.verified[:position::int4] else 0 end as here_v) s) w) d)
+                         case when f.slots[:position::int4] = :slot::int8 then g.unverified[:position::int4] else 0 end as here_u,
+                         case when f.slots[:position::int4] = :slot::int8 then g.verified[:position::int4] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 ),
-fraud_country as (
+fraud_country_folded as (
+    delete from fraud_conversion c where c.scope = 'country' and c.key = :country::text and :fraud_mode::int4 > 0 and exists (select 1 from fraud_prefix where outcome & 1 = 1)
+    returning c.slot
+), fraud_country as (
     insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
                                   unverified_total, verified_total, outcome, updated_at)
     select 'country', :country::text,
@@ -109,10 +123,10 @@ fraud_country as (
          blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:(:position::int4 - 1)] || :slot::int8::int8 || f.slots[(:position::int4 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || f.unverified[(:position::int4 + 1):]
-                     else f.unverified end,
-                case when d.counts then f.verified[1:(:position::int4 - 1)] || d.here_v || f.verified[(:position::int4 + 1):]
-                     else f.verified end,
+                case when d.counts then g.unverified[1:(:position::int4 - 1)] || (d.here_u + 1) || g.unverified[(:position::int4 + 1):]
+                     else g.unverified end,
+                case when d.counts then g.verified[1:(:position::int4 - 1)] || d.here_v || g.verified[(:position::int4 + 1):]
+                     else g.verified end,
                 :slot::int8, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -121,19 +135,28 @@ fraud_country as (
                 case when d.blocks then d.u else f.block_unverified end,
                 case when d.blocks then d.v else f.block_verified end,
                 :now::timestamptz
-         from (select w.*, (:fraud_mode::int4 = 1 or not (w.blocked or w.over)) as counts,
+         from (select array_agg(greatest(f.unverified[i] - k.n, 0) order by i) as unverified,
+                      array_agg(f.verified[i] + k.n order by i) as verified,
+                      (f.unverified_total - coalesce(sum(least(f.unverified[i], k.n))
+                          filter (where f.slots[i] > f.newest_slot - :ring::int4), 0))::int as unverified_total,
+                      (f.verified_total + coalesce(sum(k.n)
+                          filter (where f.slots[i] > f.newest_slot - :ring::int4), 0))::int as verified_total
+               from generate_subscripts(f.slots, 1) i
+               cross join lateral (select count(*)::int as n from fraud_country_folded x
+                                   where x.slot = f.slots[i]) k) g
+         cross join lateral (select w.*, (:fraud_mode::int4 = 1 or not (w.blocked or w.over)) as counts,
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > :now::timestamptz, false) as blocked,
                             s.u >= greatest(:min_country::int8::float8, :ratio::float8 * s.v) as over
                      from (select
-                         case when f.newest_slot = :slot::int8 then f.unverified_total
-                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                         case when f.newest_slot = :slot::int8 then g.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, g.unverified) x(s, u)
                                     where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as u,
-                         case when f.newest_slot = :slot::int8 then f.verified_total
-                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                         case when f.newest_slot = :slot::int8 then g.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, g.verified) x(s, v)
                                     where x.s between :slot::int8 - :ring::int4 + 1 and :slot::int8) end as v,
-                         case when f.slots[:position::int4] = :slot::int8 then f.unverified[:position::int4] else 0 end as here_u,
-                         case when f.slots[:position::int4] = :slot::int8 then f.verified[:position::int4] else 0 end as here_v) s) w) d)
+                         case when f.slots[:position::int4] = :slot::int8 then g.unverified[:position::int4] else 0 end as here_u,
+                         case when f.slots[:position::int4] = :slot::int8 then g.verified[:position::int4] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 )
 , fraud_ok as (
@@ -230,29 +253,11 @@ returning verification_id, status = 'approved' as approved, attempts, current_se
     update message m set verified_at = :now::timestamptz
     from checked c where c.approved and m.message_id = c.current_send_id
 )
-, approved_slot as (
-    select c.fraud_slot as slot, (c.fraud_slot % :ring::int4 + 1)::int as i from checked c
+, fraud_converted as (
+    insert into fraud_conversion (scope, key, slot, created_at)
+    select s.scope, s.key, c.fraud_slot, :now::timestamptz
+    from checked c cross join (values ('prefix', left(:phone::text, 6)), ('country', :country::text)) s(scope, key)
     where c.approved and c.fraud_slot is not null
-), converted_prefix as (
-    update fraud_scope f set
-        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
-        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
-        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - :ring::int4 and f.unverified[p.i] > 0 then 1 else 0 end,
-        verified_total = f.verified_total + case when p.slot > f.newest_slot - :ring::int4 then 1 else 0 end,
-        updated_at = :now::timestamptz
-    from approved_slot p
-    where f.scope = 'prefix' and f.key = left(:phone::text, 6) and f.slots[p.i] = p.slot
-    returning 1
-), converted_country as (
-    update fraud_scope f set
-        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
-        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
-        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - :ring::int4 and f.unverified[p.i] > 0 then 1 else 0 end,
-        verified_total = f.verified_total + case when p.slot > f.newest_slot - :ring::int4 then 1 else 0 end,
-        updated_at = :now::timestamptz
-    from approved_slot p
-    where f.scope = 'country' and f.key = :country::text and f.slots[p.i] = p.slot
-      and (select count(*) from converted_prefix) >= 0
 )
 , check_event as (
     insert into event (event_id, event_type, verification_id, message_id, phone_number, channel,

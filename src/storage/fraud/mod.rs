@@ -1,7 +1,9 @@
 //! The fraud_scope table: the fraud guard's counts of unverified and verified code messages per
 //! destination prefix and per country over a rolling window, and the blocks. One row per scope,
 //! updated under its row lock by the send statement itself, so concurrent sends and instances see
-//! each other's counts; an approval moves its message from unverified to verified.
+//! each other's counts; an approval moves its message from unverified to verified: on Postgres by
+//! leaving a `fraud_conversion` row that the scope's next send moves in, so that only sends take
+//! turns on a scope's row; on SQLite (one writer) and for Twilio Verify's approvals, directly.
 //!
 //! The window is a ring of `RING_SLOTS` time slots in each row: position `slot % RING_SLOTS + 1`
 //! holds slot number `slot` and its counts; a slot leaves the window when its position is reused
@@ -235,6 +237,9 @@ delete from fraud_scope where updated_at < $1 and (blocked_until is null or bloc
 "#,
 );
 
+// Postgres only: the approvals no send to their scope has moved in (`postgres::PG_CHECK_FRAUD`).
+const PG_PURGE_CONVERSIONS: &str = "delete from fraud_conversion where created_at < $1";
+
 /// The parameters of ADJUST for one scope.
 fn adjust_params<'a>(
     scope: FraudScope,
@@ -319,8 +324,16 @@ pub(super) async fn purge(
     before: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<u64, StorageError> {
-    db.execute(PURGE, &[Param::Time(before), Param::Time(now)])
-        .await
+    let purged = db
+        .execute(PURGE, &[Param::Time(before), Param::Time(now)])
+        .await?;
+    // Approvals of scopes nobody has sent to since: their slots have left the window.
+    if let Db::Postgres(conns) = db {
+        conns
+            .execute(db::postgres(PG_PURGE_CONVERSIONS, &[Param::Time(before)]))
+            .await?;
+    }
+    Ok(purged)
 }
 
 fn block(row: &Row) -> Result<FraudBlock, StorageError> {

@@ -1,9 +1,10 @@
-//! The fraud guard's Postgres CTEs: its half of the send statement (the decision per scope) and of
-//! the check statement (an approval's move from unverified to verified). SQLite runs the same
+//! The fraud guard's Postgres CTEs: its half of the send statement (the decision per scope, after
+//! moving in the approvals left for the scope) and of the check statement (leaving the approval). SQLite runs the same
 //! decision as one upsert per scope (`super::SQLITE_FRAUD`).
 
 // Postgres: the fraud guard's CTEs, first in the send statement. `locked` takes the number's row
-// lock before the scopes' (an approval holds it while it updates them: same order, no deadlock).
+// lock before the scopes' (Twilio Verify's approvals hold it while they update them: same order, no
+// deadlock).
 // `queued` then waits its turn for the prefix and the country on transaction-scoped advisory locks
 // (classes 0x7076_0001 and 0x7076_0002: "pv" 1 and 2), so concurrent sends to one scope wait in a queue and are
 // woken one at a time. Without it they all wait on the row's upsert, and each commit wakes every
@@ -25,9 +26,16 @@ with locked as (
 )"#;
 
 // One scope's upsert, written once: `pg_fraud()` fills it in for the prefix and the country from
-// PG_FRAUD_SCOPES (tools/ceiling/gen_flow_sql.py reads both).
+// PG_FRAUD_SCOPES (tools/ceiling/gen_flow_sql.py reads both). `{cte}_folded` first takes the
+// approvals that verifies left for the scope (PG_CHECK_FRAUD) and `g` moves them from unverified to
+// verified in the row's ring (in the slot of their send, while that slot is still in the ring),
+// before the decision reads it. It runs behind `queued`, so no two sends fold one scope at once; an
+// approval that commits while a send waits is folded by the next one, which errs towards refusing.
 pub(in crate::storage) const PG_FRAUD_SCOPE: &str = r#"
-{cte} as (
+{cte}_folded as (
+    delete from fraud_conversion c where c.scope = '{scope}' and c.key = {key} and {gate}
+    returning c.slot
+), {cte} as (
     insert into fraud_scope as f (scope, key, slots, unverified, verified, newest_slot,
                                   unverified_total, verified_total, outcome, updated_at)
     select '{scope}', {key},
@@ -40,10 +48,10 @@ pub(in crate::storage) const PG_FRAUD_SCOPE: &str = r#"
          blocked_at, blocked_until, block_unverified, block_verified, updated_at) =
         (select case when d.counts then f.slots[1:($21 - 1)] || $20::int8 || f.slots[($21 + 1):]
                      else f.slots end,
-                case when d.counts then f.unverified[1:($21 - 1)] || (d.here_u + 1) || f.unverified[($21 + 1):]
-                     else f.unverified end,
-                case when d.counts then f.verified[1:($21 - 1)] || d.here_v || f.verified[($21 + 1):]
-                     else f.verified end,
+                case when d.counts then g.unverified[1:($21 - 1)] || (d.here_u + 1) || g.unverified[($21 + 1):]
+                     else g.unverified end,
+                case when d.counts then g.verified[1:($21 - 1)] || d.here_v || g.verified[($21 + 1):]
+                     else g.verified end,
                 $20, d.u + case when d.counts then 1 else 0 end, d.v,
                 case when d.counts then 1 else 0 end + case when d.blocks then 2 else 0 end
                     + case when d.blocked or d.over then 4 else 0 end,
@@ -52,19 +60,28 @@ pub(in crate::storage) const PG_FRAUD_SCOPE: &str = r#"
                 case when d.blocks then d.u else f.block_unverified end,
                 case when d.blocks then d.v else f.block_verified end,
                 $6
-         from (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
+         from (select array_agg(greatest(f.unverified[i] - k.n, 0) order by i) as unverified,
+                      array_agg(f.verified[i] + k.n order by i) as verified,
+                      (f.unverified_total - coalesce(sum(least(f.unverified[i], k.n))
+                          filter (where f.slots[i] > f.newest_slot - $22), 0))::int as unverified_total,
+                      (f.verified_total + coalesce(sum(k.n)
+                          filter (where f.slots[i] > f.newest_slot - $22), 0))::int as verified_total
+               from generate_subscripts(f.slots, 1) i
+               cross join lateral (select count(*)::int as n from {cte}_folded x
+                                   where x.slot = f.slots[i]) k) g
+         cross join lateral (select w.*, ($18 = 1 or not (w.blocked or w.over)) as counts,
                       (w.over and not w.blocked) as blocks
                from (select s.*, coalesce(f.blocked_until > $6, false) as blocked,
                             s.u >= greatest({floor}::float8, $25 * s.v) as over
                      from (select
-                         case when f.newest_slot = $20 then f.unverified_total
-                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, f.unverified) x(s, u)
+                         case when f.newest_slot = $20 then g.unverified_total
+                              else (select coalesce(sum(x.u), 0)::int from unnest(f.slots, g.unverified) x(s, u)
                                     where x.s between $20 - $22 + 1 and $20) end as u,
-                         case when f.newest_slot = $20 then f.verified_total
-                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, f.verified) x(s, v)
+                         case when f.newest_slot = $20 then g.verified_total
+                              else (select coalesce(sum(x.v), 0)::int from unnest(f.slots, g.verified) x(s, v)
                                     where x.s between $20 - $22 + 1 and $20) end as v,
-                         case when f.slots[$21] = $20 then f.unverified[$21] else 0 end as here_u,
-                         case when f.slots[$21] = $20 then f.verified[$21] else 0 end as here_v) s) w) d)
+                         case when f.slots[$21] = $20 then g.unverified[$21] else 0 end as here_u,
+                         case when f.slots[$21] = $20 then g.verified[$21] else 0 end as here_v) s) w) d)
     returning outcome, block_unverified, block_verified
 )"#;
 
@@ -117,32 +134,15 @@ pub(in crate::storage) const PG_FRAUD_COLUMNS: &str = r#",
     (select block_unverified from fraud_country), (select block_verified from fraud_country)
 "#;
 
-// Postgres: the approval's half of ADJUST, inside the check statement (after PG_CHECK_RECORDS'
-// own CTEs): the approved send's slot comes from the number's row; prefix ($5) before country
-// ($6), the order the sends lock them in. $7 is the ring size; the totals change only while the
-// slot is live for them (within the ring's size of the row's newest slot).
+// Postgres: the approval's half of the fraud guard, inside the check statement (after
+// PG_CHECK_RECORDS' own CTEs): one `fraud_conversion` row per scope, prefix ($5) and country ($6),
+// with the approved send's slot from the number's row. The scopes' rows are left to the next send
+// to each scope (`{cte}_folded` in PG_FRAUD_SCOPE), so an approval does not wait for, or hold up,
+// the sends that take turns on them.
 pub(in crate::storage) const PG_CHECK_FRAUD: &str = r#"
-, approved_slot as (
-    select c.fraud_slot as slot, (c.fraud_slot % $7 + 1)::int as i from checked c
+, fraud_converted as (
+    insert into fraud_conversion (scope, key, slot, created_at)
+    select s.scope, s.key, c.fraud_slot, $3
+    from checked c cross join (values ('prefix', $5), ('country', $6)) s(scope, key)
     where c.approved and c.fraud_slot is not null
-), converted_prefix as (
-    update fraud_scope f set
-        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
-        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
-        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - $7 and f.unverified[p.i] > 0 then 1 else 0 end,
-        verified_total = f.verified_total + case when p.slot > f.newest_slot - $7 then 1 else 0 end,
-        updated_at = $3
-    from approved_slot p
-    where f.scope = 'prefix' and f.key = $5 and f.slots[p.i] = p.slot
-    returning 1
-), converted_country as (
-    update fraud_scope f set
-        unverified = f.unverified[1:(p.i - 1)] || greatest(f.unverified[p.i] - 1, 0) || f.unverified[(p.i + 1):],
-        verified = f.verified[1:(p.i - 1)] || (f.verified[p.i] + 1) || f.verified[(p.i + 1):],
-        unverified_total = f.unverified_total - case when p.slot > f.newest_slot - $7 and f.unverified[p.i] > 0 then 1 else 0 end,
-        verified_total = f.verified_total + case when p.slot > f.newest_slot - $7 then 1 else 0 end,
-        updated_at = $3
-    from approved_slot p
-    where f.scope = 'country' and f.key = $6 and f.slots[p.i] = p.slot
-      and (select count(*) from converted_prefix) >= 0
 )"#;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::db::{Db, Param, Row, Sql, purge_sql};
 use super::events::{self, MAX_ATTEMPTS_REACHED, PG_CHECK_EVENTS, VERIFICATION_APPROVED};
-use super::fraud::{self, FraudCounted, PG_CHECK_FRAUD, RING_SLOTS};
+use super::fraud::{self, FraudCounted, PG_CHECK_FRAUD};
 use super::outcomes::{
     AttemptOutcome, AttemptResult, CheckOutcome, CodeCheck, FraudKeys, RETRIES, RowState,
     classify_refused_check,
@@ -154,7 +154,7 @@ impl Storage {
     /// attempt, never more than `max_attempts`.
     pub async fn check_code(&self, check: CodeCheck<'_>) -> Result<CheckOutcome, StorageError> {
         let _turn = self.gate.enter().await?;
-        // $5 to $7 are PG_CHECK_FRAUD's, $8 PG_CHECK_EVENTS' (Postgres only).
+        // $5 and $6 are PG_CHECK_FRAUD's, $7 PG_CHECK_EVENTS' (Postgres only).
         let params = [
             Param::Text(check.phone.as_ref()),
             Param::Bytes(Some(&check.code_hash)),
@@ -162,7 +162,6 @@ impl Storage {
             Param::Int4(check.max_attempts as i32),
             Param::Text(&check.fraud_keys.prefix),
             Param::Text(&check.fraud_keys.country),
-            Param::Int4(RING_SLOTS as i32),
             Param::Bool(self.events),
         ];
         for _ in 0..RETRIES {
