@@ -133,6 +133,11 @@ impl Storage {
     /// and, if all allow it, records the send and installs the new code (invalidating the previous
     /// one, resetting attempts and expiry).
     pub async fn reserve_send(&self, send: NewSend<'_>) -> Result<SendOutcome, StorageError> {
+        // Postgres: one counted send per country at a time from this instance (`Gate::enter_scope`).
+        let _scope = match (&self.db, &send.fraud) {
+            (Db::Postgres(_), Some(check)) => Some(self.gate.enter_scope(&check.country).await?),
+            _ => None,
+        };
         let _turn = self.gate.enter().await?;
         let send = &send;
         let window = window_start(send.now);
