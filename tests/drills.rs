@@ -16,6 +16,10 @@ mod gateway;
 #[allow(dead_code)]
 mod event_receiver;
 
+#[path = "api/receiver_signature.rs"]
+#[allow(dead_code)]
+mod receiver_signature;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

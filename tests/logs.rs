@@ -14,6 +14,10 @@ mod gateway;
 #[allow(dead_code)]
 mod event_receiver;
 
+#[path = "api/receiver_signature.rs"]
+#[allow(dead_code)]
+mod receiver_signature;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

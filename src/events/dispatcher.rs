@@ -3,7 +3,7 @@
 //! try with exponential backoff and jitter until the event's age runs out.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rand::RngExt;
@@ -175,28 +175,19 @@ impl Dispatcher {
 
     /// One try: Ok on a 2xx, else why not.
     async fn post(&self, id: &str, body: &[u8]) -> Result<(), String> {
-        // Signed at each try, so that a late retry is still within the receiver's 5 minutes.
-        let timestamp = unix_now();
-        let signature = standard_webhooks::sign(&self.secret, id, timestamp, body);
-        let response = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "the request timed out".to_string()
-                } else if e.is_connect() {
-                    "could not connect".to_string()
-                } else {
-                    "the request failed".to_string()
-                }
-            })?;
+        let response =
+            standard_webhooks::signed_request(self.http.post(&self.url), &self.secret, id, body)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "the request timed out".to_string()
+                    } else if e.is_connect() {
+                        "could not connect".to_string()
+                    } else {
+                        "the request failed".to_string()
+                    }
+                })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -215,13 +206,6 @@ fn backoff(attempts: i64) -> time::Duration {
         .min(MAX_BACKOFF);
     let jittered = ceiling.mul_f64(rand::rng().random_range(0.75..1.25));
     time::Duration::try_from(jittered.min(MAX_BACKOFF)).unwrap_or(time::Duration::SECOND)
-}
-
-/// The receiver checks the timestamp against its own clock, so ours must be the wall clock too.
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `webhook-timestamp` must be within 5 minutes of now.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -81,6 +82,26 @@ pub fn sign(secret: &WebhookSecret, id: &str, timestamp: i64, body: &[u8]) -> St
         .finalize()
         .into_bytes();
     format!("{VERSION},{}", STANDARD.encode(tag))
+}
+
+/// `request` carrying `body` as a signed Standard Webhooks message with the id `id`. The timestamp
+/// is the wall clock's (the receiver checks it against its own), taken now: call this for each
+/// try, so that a retry after a long wait still falls within the receiver's tolerance.
+pub fn signed_request(
+    request: reqwest::RequestBuilder,
+    secret: &WebhookSecret,
+    id: &str,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    request
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", sign(secret, id, timestamp, body))
+        .body(body.to_vec())
 }
 
 /// Checks a received message: the timestamp must be within [`TOLERANCE_SECS`] of `now` (Unix

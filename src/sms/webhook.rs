@@ -1,7 +1,7 @@
 //! The webhook provider: each message as a signed JSON `POST` to a gateway that the operator runs
 //! (Standard Webhooks), its answer mapped to ours, retried with the same `webhook-id`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -135,19 +135,10 @@ impl WebhookSender {
     }
 
     async fn try_once(&self, id: &str, body: &[u8]) -> Result<SentMessage, Try> {
-        // Signed at each try, so a retry after a long wait still falls within the receiver's window.
-        let timestamp = unix_now();
-        let signature = standard_webhooks::sign(&self.secret, id, timestamp, body);
-        let sent = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body.to_vec())
-            .send()
-            .await;
+        let sent =
+            standard_webhooks::signed_request(self.http.post(&self.url), &self.secret, id, body)
+                .send()
+                .await;
         let response = sent.map_err(|e| Try::Again(transport_error(&e)))?;
         let status = response.status();
         let bytes = response
@@ -218,13 +209,6 @@ fn transport_error(e: &reqwest::Error) -> SmsError {
         reason: reason.into(),
         retry_after: None,
     }
-}
-
-/// The receiver checks the timestamp against its own clock, so ours must be the wall clock too.
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl SmsSender for WebhookSender {

@@ -298,13 +298,10 @@ impl Db {
             .options([("statement_timeout", "10s"), ("lock_timeout", "5s")]);
         let conns = PgConns::connect(options, max_connections, acquire_timeout).await?;
         let mut migrating = conns.acquire().await?;
-        let migrated = sqlx::migrate!("migrations/postgres")
+        sqlx::migrate!("migrations/postgres")
             .run(&mut *migrating)
-            .await;
-        if migrated.is_ok() {
-            migrating.settle(&Ok::<(), sqlx::Error>(()));
-        }
-        migrated?;
+            .await?;
+        migrating.give_back();
         Ok(Db::Postgres(conns))
     }
 

@@ -196,7 +196,8 @@ impl PgLease {
         };
     }
 
-    fn give_back(mut self) {
+    /// Returns a connection that finished its work cleanly (no statement result to settle on).
+    pub(super) fn give_back(mut self) {
         self.keep = true;
     }
 }

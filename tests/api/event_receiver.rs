@@ -6,16 +6,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::gateway::unix_now;
 use crate::helpers::AppOptions;
+use crate::receiver_signature::{self, header};
 
 /// The Standard Webhooks Rust library's test secret (not the gateway's: each has its own).
 pub const EVENTS_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -78,31 +74,8 @@ impl Respond for Scripted {
     }
 }
 
-fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
-    request.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// `v1,` + base64(HMAC-SHA256(key, id.timestamp.body)), from the spec.
-fn sign(id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(EVENTS_SECRET.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
 fn signature_checks_out(request: &Request) -> bool {
-    let (Some(id), Some(timestamp), Some(signature)) = (
-        header(request, "webhook-id"),
-        header(request, "webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
-        header(request, "webhook-signature"),
-    ) else {
-        return false;
-    };
-    let expected = sign(id, timestamp, &request.body);
-    (unix_now() - timestamp).abs() <= 300 && signature.split(' ').any(|s| s == expected)
+    receiver_signature::signed_by(request, EVENTS_SECRET)
 }
 
 /// A port with nothing listening on it (yet): a receiver that is down.

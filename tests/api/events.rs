@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::event_receiver::{EventReceiver, closed_port, events_to, with_events};
-use crate::gateway::{FakeGateway, gateway_sign, unix_now};
+use crate::gateway::{FakeGateway, gateway_sign};
 use crate::helpers::{
     AppOptions, Backend, TestApp, TestDatabase, spawn_app_with, spawn_on, wrong_code,
 };
+use crate::receiver_signature::unix_now;
 use crate::webhook_provider::{TOKEN, messages_of};
 
 const PHONE: &str = "+12125551234";

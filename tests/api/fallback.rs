@@ -10,8 +10,9 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::callbacks::{message_report, post_signed, with_callbacks};
 use crate::channels::{VOICE_FROM, calls, code_in_twiml, send_by};
-use crate::gateway::{FakeGateway, accepted, gateway_sign, unix_now};
+use crate::gateway::{FakeGateway, accepted, gateway_sign};
 use crate::helpers::{AppOptions, Backend, TestApp, TestDatabase, spawn_app_with, spawn_on};
+use crate::receiver_signature::unix_now;
 use crate::twilio_contract::{CALLS, assert_valid};
 use crate::webhook_provider::TOKEN;
 

@@ -4,17 +4,13 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::AppOptions;
+use crate::receiver_signature::{self, header};
 
 /// The Standard Webhooks Python library's test secret.
 pub const GATEWAY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -58,39 +54,13 @@ pub fn accepted(provider_message_id: Option<&str>) -> ResponseTemplate {
     }
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// `v1,` + base64(HMAC-SHA256(key, id.timestamp.body)), the key being the secret's base64 part
-/// decoded: written from the spec, independently of `phone_verify::signature`.
+/// A signature by the gateway's secret, as the gateway would sign its reports.
 pub fn gateway_sign(id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(GATEWAY_SECRET.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
-    request.headers.get(name).and_then(|v| v.to_str().ok())
+    receiver_signature::sign(GATEWAY_SECRET, id, timestamp, body)
 }
 
 fn signature_checks_out(request: &Request) -> bool {
-    let (Some(id), Some(timestamp), Some(signature)) = (
-        header(request, "webhook-id"),
-        header(request, "webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
-        header(request, "webhook-signature"),
-    ) else {
-        return false;
-    };
-    let expected = gateway_sign(id, timestamp, &request.body);
-    (unix_now() - timestamp).abs() <= 300 && signature.split(' ').any(|s| s == expected)
+    receiver_signature::signed_by(request, GATEWAY_SECRET)
 }
 
 impl FakeGateway {

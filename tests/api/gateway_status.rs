@@ -5,8 +5,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::gateway::{FakeGateway, gateway_sign, unix_now};
+use crate::gateway::{FakeGateway, gateway_sign};
 use crate::helpers::{Answer, Backend, TestApp, spawn_app};
+use crate::receiver_signature::unix_now;
 use crate::webhook_provider::{messages_of, spawn};
 
 const PATH: &str = "/webhooks/sms/status";

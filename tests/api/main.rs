@@ -19,6 +19,7 @@ mod internal;
 mod limits;
 mod lookups;
 mod openapi;
+mod receiver_signature;
 mod requests;
 mod security;
 mod sms_failures;
